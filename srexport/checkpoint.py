@@ -7,6 +7,7 @@ registry from the record, so a checkpoint can only ever become one of srexport's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
@@ -95,6 +96,16 @@ class ModelRecord:
             return build(self.network, self.scale, **self.hparams)
         except SRExportError as e:
             raise SRExportError(f"{source}: {e}") from None
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hash of the weights (names, shapes, dtypes, bytes): which weights an artifact came from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, record: ModelRecord | None = None,

@@ -45,13 +45,12 @@ def fp16_from_onnx(proto: onnx.ModelProto, *, io: str = "fp32", keep_fp32_ops: S
     if io not in IO_TYPES:
         raise SRExportError(f"--io must be one of {', '.join(IO_TYPES)}, got {io!r}")
     block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)  # the converter works in place
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every weight below FP16's smallest normal
-        converted = float16.convert_float_to_float16(
-            proto, keep_io_types=(io == "fp32"), op_block_list=block, disable_shape_infer=True)
-    del converted.metadata_props[:]
-    converted.metadata_props.extend(proto.metadata_props)
-    return converted
+        return float16.convert_float_to_float16(
+            copy, keep_io_types=(io == "fp32"), op_block_list=block, disable_shape_infer=True)
 
 
 def fp16_emulation_graph(proto16: onnx.ModelProto) -> onnx.ModelProto:

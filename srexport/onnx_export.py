@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from .atomic import atomic_output, check_writable, write_text
-from .checkpoint import METADATA_KEY, ModelRecord
+from .checkpoint import METADATA_KEY, ModelRecord, weights_sha256
 from .errors import SRExportError, VerificationFailed
 from .runtime import OnnxRuntimeRunner, TorchRunner
-from .verify import DEFAULT_SIZES, VerifyResult, compare, sample_inputs
+from .verify import DEFAULT_SIZES, VerifyResult, compare, real_inputs
 
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DEFAULT_OPSET = 18
@@ -62,7 +62,7 @@ def onnx_from_model(model: nn.Module, record: ModelRecord, *, opset: int = DEFAU
         proto = onnx.version_converter.convert_version(proto, opset)
     if _opset(proto) != opset:
         raise SRExportError(f"{exporter} exporter wrote opset {_opset(proto)}, not the requested {opset}")
-    set_record(proto, record)
+    set_record(proto, record, weights_sha256=weights_sha256(model))
     return proto
 
 
@@ -125,7 +125,7 @@ def verify_onnx(proto: onnx.ModelProto | str | os.PathLike, model: nn.Module, *,
     source = proto.SerializeToString() if isinstance(proto, onnx.ModelProto) else proto
     candidate = OnnxRuntimeRunner(source, exact_fp16=exact_fp16)
     reference = TorchRunner(model)
-    return compare(reference, candidate, inputs if inputs is not None else sample_inputs(sizes),
+    return compare(reference, candidate, inputs if inputs is not None else real_inputs(sizes),
                    candidate_name=name, max_abs=max_abs, min_psnr_db=min_psnr_db)
 
 

@@ -7,6 +7,7 @@ truthy when every case meets the thresholds, printable as a table, serialisable 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -112,6 +113,32 @@ def compare(reference: Runner, candidate: Runner, inputs: Sequence[np.ndarray], 
     for x in inputs:
         result.cases.append(diff_case(reference(x), candidate(x), x.shape))
     return result
+
+
+def real_inputs(sizes: Sequence[Sequence[int]] = DEFAULT_SIZES, seed: int = 0) -> list[np.ndarray]:
+    """Crops (N, 1, H, W) of the real LR luminance images shipped in `srexport/samples`, in [0, 1].
+
+    Sizes larger than a sample are reached by MATLAB-style symmetric mirroring of the image, so
+    any profile size (up to 1080p outputs) is covered by real image content.
+    """
+    from PIL import Image
+
+    folder = Path(__file__).with_name("samples")
+    images = [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in sorted(folder.glob("*.png"))]
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, h, w in sizes:
+        batch = []
+        for i in range(n):
+            img = images[(len(out) + i) % len(images)]
+            reps = (-(-h // img.shape[0]), -(-w // img.shape[1]))
+            if reps != (1, 1):
+                img = np.pad(img, ((0, (reps[0] - 1) * img.shape[0]), (0, (reps[1] - 1) * img.shape[1])),
+                             mode="symmetric")
+            y, x = rng.integers(0, img.shape[0] - h + 1), rng.integers(0, img.shape[1] - w + 1)
+            batch.append(img[y:y + h, x:x + w])
+        out.append(np.stack(batch)[:, None].copy())
+    return out
 
 
 def sample_inputs(sizes: Sequence[Sequence[int]] = DEFAULT_SIZES, seed: int = 0) -> list[np.ndarray]:

@@ -1,0 +1,102 @@
+"""What the CLI lists and shows: the network table, artifact records, and which networks a
+command covers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from torch import nn
+
+from .archs import SCALES, build, check_scale, get_spec, list_networks
+from .checkpoint import ModelRecord, load_checkpoint, read_record, resolve_network, shipped_checkpoint
+from .complexity import macs_for_output
+from .errors import SRExportError
+
+
+def network_rows() -> list[dict]:
+    from .published import published
+
+    rows = []
+    for name in list_networks():
+        spec = get_spec(name)
+        models = {s: build(name, s) for s in SCALES}
+        rows.append({
+            "network": name,
+            "scales": list(SCALES),
+            "params": {s: sum(p.numel() for p in m.parameters()) for s, m in models.items()},
+            "gmacs_1280x720": {s: round(macs_for_output(m) / 1e9, 2) for s, m in models.items()},
+            "checkpoints": {s: str(shipped_checkpoint(name, s)) for s in SCALES if shipped_checkpoint(name, s)},
+            "published_set5_psnr": {s: (published(name, s, "Set5") or {}).get("psnr") for s in SCALES},
+            "upsampling": spec.upsampling,
+            "paper": spec.paper,
+        })
+    return rows
+
+
+def network_table(rows: list[dict]) -> str:
+    def per_scale(d, fmt="{}"):
+        return "/".join("-" if d.get(s) is None else fmt.format(d[s]) for s in SCALES)
+
+    lines = [f"{'network':<10} {'params x2/x3/x4':<24} {'GMACs 1280x720 x2/x3/x4':<28} "
+             f"{'shipped':<10} {'Set5 PSNR (paper)':<20}"]
+    for r in rows:
+        shipped = "/".join(f"x{s}" for s in r["checkpoints"]) or "none"
+        lines.append(f"{r['network']:<10} {per_scale(r['params'], '{:,}'):<24} "
+                     f"{per_scale(r['gmacs_1280x720'], '{:g}'):<28} {shipped:<10} "
+                     f"{per_scale(r['published_set5_psnr'], '{:.2f}'):<20}")
+    return "\n".join(lines)
+
+
+def artifact_info(path: str | os.PathLike) -> dict:
+    """The record and facts of a checkpoint, ONNX file or engine (by its JSON sidecar)."""
+    path = Path(path)
+    if not path.exists():
+        raise SRExportError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return {"kind": "checkpoint", "path": str(path), **read_record(path).to_dict()}
+    if path.suffix == ".onnx":
+        from .onnx_export import record_from_onnx
+
+        record, props = record_from_onnx(path)
+        extra = {k: v for k, v in props.items() if k in ("weights_sha256", "precision", "io_dtype",
+                                                          "kept_fp32_ops", "activation_peak")}
+        return {"kind": "onnx", "path": str(path), **record.to_dict(), **extra}
+    if path.suffix == ".engine":
+        from .tensorrt_build import read_sidecar
+
+        sidecar = read_sidecar(path)
+        if sidecar is None:
+            raise SRExportError(f"{path}: engine has no readable JSON sidecar ({path}.json)")
+        return {"kind": "tensorrt-engine", "path": str(path), **sidecar}
+    raise SRExportError(f"{path}: unknown artifact type (expected .safetensors, .onnx or .engine)")
+
+
+def chosen_networks(name: str, scale: int | None, checkpoint, random_weights: bool
+                    ) -> Iterator[tuple[nn.Module, ModelRecord]]:
+    """The (model, record) pairs a command covers: one scale, or every scale that has weights."""
+    if checkpoint is not None or scale is not None:
+        yield resolve_network(name, scale, checkpoint=checkpoint, random_weights=random_weights)
+        return
+    get_spec(name)
+    scales = SCALES if random_weights else [s for s in SCALES if shipped_checkpoint(name, s)]
+    if not scales:
+        raise SRExportError(f"no shipped checkpoints for {name}; pass --scale with --checkpoint PATH or --random-weights")
+    for s in scales:
+        yield resolve_network(name, s, random_weights=random_weights)
+
+
+def model_for_record(record: ModelRecord, checkpoint, source: str) -> nn.Module:
+    """The PyTorch network an artifact was made from: --checkpoint, the seed of random weights,
+    or the shipped checkpoint."""
+    if checkpoint is not None:
+        return load_checkpoint(checkpoint, network=record.network, scale=record.scale)[0]
+    if record.training.get("kind") == "random-init":
+        return resolve_network(record.network, record.scale, random_weights=True,
+                               seed=record.training.get("seed", 0))[0]
+    check_scale(record.scale)
+    shipped = shipped_checkpoint(record.network, record.scale)
+    if shipped is None:
+        raise SRExportError(f"{source}: made from a checkpoint that does not ship; pass --checkpoint PATH")
+    return load_checkpoint(shipped, network=record.network, scale=record.scale)[0]

@@ -1,0 +1,217 @@
+"""The `srexport` command: a click group whose commands are thin layers over the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EXIT_MISSING_BACKEND, EXIT_USER_ERROR, EXIT_VERIFY_FAILED, SRExportError
+
+EPILOG = f"""\b
+Exit codes: 0 success; {EXIT_USER_ERROR} bad input or usage (unknown network, missing or corrupt
+file, existing output without --force); {EXIT_VERIFY_FAILED} an artifact failed numerical verification;
+{EXIT_MISSING_BACKEND} every step that could run did, but TensorRT or a CUDA GPU is missing.
+"""
+
+
+def user_errors(fn):
+    """Turn SRExportError into `error: ...` on stderr and its exit code: never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SRExportError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def emit(data, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+scale_option = click.option("--scale", "-s", type=int, help="Upscaling factor: 2, 3 or 4.")
+checkpoint_option = click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                                 help="A .safetensors checkpoint (default: the shipped one for NAME and scale).")
+random_option = click.option("--random-weights", is_flag=True, help="Use freshly initialised weights (seed 0).")
+force_option = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="srexport")
+def main():
+    """Classic super-resolution networks from PyTorch to verified ONNX and FP16 TensorRT engines.
+
+    \b
+    Example:
+      srexport list
+      srexport build espcn --scale 3 --fp16
+    """
+
+
+@main.command("list")
+@json_option
+@user_errors
+def list_cmd(as_json):
+    """List every network: scales, parameters, multiply-adds, checkpoints, published PSNR.
+
+    \b
+    Example:
+      srexport list --json
+    """
+    from .catalog import network_table, network_rows
+
+    rows = network_rows()
+    emit(rows, as_json, network_table(rows))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@json_option
+@user_errors
+def info(path, as_json):
+    """Show the metadata record of a checkpoint (.safetensors) or ONNX file.
+
+    \b
+    Example:
+      srexport info engines/espcn_x3.onnx
+    """
+    from .catalog import artifact_info
+
+    data = artifact_info(path)
+    emit(data, as_json, "\n".join(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                                  for k, v in data.items()))
+
+
+@main.command()
+@click.argument("name")
+@scale_option
+@checkpoint_option
+@random_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX file to write (default: engines/NAME_xSCALE.onnx).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to write.")
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
+              help="torch.export-based exporter or the legacy TorchScript one.")
+@force_option
+@json_option
+@user_errors
+def export(name, scale, checkpoint, random_weights, output, opset, exporter, force, as_json):
+    """Export NAME to FP32 ONNX and verify it against PyTorch before writing it.
+
+    The verification (ONNX Runtime vs PyTorch FP32 at three input sizes, max abs <= 1e-4) is printed
+    and stored as JSON beside the ONNX file.
+
+    \b
+    Example:
+      srexport export espcn --scale 3 --random-weights -o espcn_x3.onnx
+    """
+    from .checkpoint import resolve_network
+    from .onnx_export import export_onnx
+
+    model, record = resolve_network(name, scale, checkpoint=checkpoint, random_weights=random_weights)
+    output = output or Path("engines") / f"{record.network}_x{record.scale}.onnx"
+    result = export_onnx(model, record, output, opset=opset, exporter=exporter, force=force)
+    emit(result.to_dict(), as_json, f"{result.verification}\nwrote {result.path} ({result.size_bytes:,} bytes) "
+                                    f"in {result.seconds:.1f} s")
+
+
+def shape_option(name, help_text):
+    return click.option(name, metavar="HxW", help=help_text)
+
+
+@main.command()
+@click.argument("name")
+@scale_option
+@checkpoint_option
+@random_option
+@click.option("--fp16/--fp32", default=False, help="Build an FP16 engine from an FP16 ONNX graph (default FP32).")
+@click.option("--io", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Input/output dtype of the FP16 graph and engine.")
+@shape_option("--min-shape", "Smallest LR input of the engine profile (default 1x1).")
+@shape_option("--opt-shape", "LR input TensorRT tunes for (default: half of max).")
+@shape_option("--max-shape", "Largest LR input (default: covers a 1920x1080 output).")
+@click.option("--onnx-only", is_flag=True, help="Stop after the verified ONNX files (no TensorRT needed).")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
+              show_default=True, help="Folder for the ONNX files, the engine and its JSON sidecar.")
+@force_option
+@json_option
+@user_errors
+def build(name, scale, checkpoint, random_weights, fp16, io, min_shape, opt_shape, max_shape, onnx_only,
+          output_dir, force, as_json):
+    """Export, verify, convert to FP16, verify, build a TensorRT engine and verify it.
+
+    Without --scale, every scale that has a checkpoint is built. Where TensorRT or a GPU is
+    missing, every other step still runs and the command exits with code 4.
+
+    \b
+    Example:
+      srexport build espcn --fp16
+      srexport build vdsr --scale 2 --fp16 --onnx-only
+      srexport build fsrcnn --scale 3 --fp16 --max-shape 720x1280
+    """
+    from .build import build_artifacts
+    from .catalog import chosen_networks
+    from .errors import MissingBackend
+
+    reports = []
+    for model, record in chosen_networks(name, scale, checkpoint, random_weights):
+        options = engine_options(record.scale, min_shape, opt_shape, max_shape)
+        if not as_json:
+            click.echo(f"{record.network} x{record.scale}:")
+        report = build_artifacts(model, record, fp16=fp16, io=io, engine_options=options, onnx_only=onnx_only,
+                                 out_dir=output_dir, force=force,
+                                 progress=lambda s: as_json or click.echo(
+                                     f"  {s.name:<12} {s.status:<8} {s.figure} ({s.seconds:.1f} s)"))
+        reports.append(report)
+        if not as_json:
+            click.echo(report.table())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+    missing = next((r.missing for r in reports if r.missing), "")
+    if missing:
+        raise MissingBackend(f"{missing}. The verified ONNX files are in {output_dir}/ "
+                             f"(pass --onnx-only to stop there and exit 0)")
+
+
+def engine_options(scale, min_shape, opt_shape, max_shape):
+    if not (min_shape or opt_shape or max_shape):
+        return None
+    from .tensorrt_build import EngineOptions, parse_shape
+
+    default = EngineOptions.default_for(scale)
+    return EngineOptions(min_shape=parse_shape(min_shape) if min_shape else default.min_shape,
+                         opt_shape=parse_shape(opt_shape) if opt_shape else default.opt_shape,
+                         max_shape=parse_shape(max_shape) if max_shape else default.max_shape)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@checkpoint_option
+@json_option
+@user_errors
+def verify(artifact, checkpoint, as_json):
+    """Verify an existing ONNX file or TensorRT engine against its checkpoint again.
+
+    The checkpoint is found from the artifact's record (shipped checkpoint, or the seed of
+    random weights) unless --checkpoint is given.
+
+    \b
+    Example:
+      srexport verify engines/espcn_x3.fp16.onnx
+    """
+    from .reverify import verify_artifact
+
+    result = verify_artifact(artifact, checkpoint)
+    emit(result.to_dict(), as_json, str(result))
+    if not result:
+        sys.exit(EXIT_VERIFY_FAILED)
+
+
+if __name__ == "__main__":
+    main()
