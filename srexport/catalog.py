@@ -39,12 +39,12 @@ def network_table(rows: list[dict]) -> str:
     def per_scale(d, fmt="{}"):
         return "/".join("-" if d.get(s) is None else fmt.format(d[s]) for s in SCALES)
 
-    lines = [f"{'network':<10} {'params x2/x3/x4':<24} {'GMACs 1280x720 x2/x3/x4':<28} "
+    lines = [f"{'network':<10} {'params x2/x3/x4':<30} {'GMACs 1280x720 x2/x3/x4':<30} "
              f"{'shipped':<10} {'Set5 PSNR (paper)':<20}"]
     for r in rows:
         shipped = "/".join(f"x{s}" for s in r["checkpoints"]) or "none"
-        lines.append(f"{r['network']:<10} {per_scale(r['params'], '{:,}'):<24} "
-                     f"{per_scale(r['gmacs_1280x720'], '{:g}'):<28} {shipped:<10} "
+        lines.append(f"{r['network']:<10} {per_scale(r['params'], '{:,}'):<30} "
+                     f"{per_scale(r['gmacs_1280x720'], '{:g}'):<30} {shipped:<10} "
                      f"{per_scale(r['published_set5_psnr'], '{:.2f}'):<20}")
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import time
 import warnings
@@ -26,6 +27,8 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 DEFAULT_OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
 FP32_MAX_ABS = 1e-4
+# The exporter logs a warning per torchvision op it cannot register; srexport uses none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 MAX_SIDE = 8192  # largest LR height/width declared for the dynamic dims
 
 

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from srexport.cli import main
+from srexport.errors import EXIT_MISSING_BACKEND, EXIT_USER_ERROR
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return invoke
+
+
+def test_every_command_help_has_an_example(run):
+    result = run("--help")
+    assert result.exit_code == 0 and "Exit codes" in result.output
+    for command in main.commands:
+        out = run(command, "--help")
+        assert out.exit_code == 0 and "Example:" in out.output, command
+
+
+def test_list_json(run):
+    rows = json.loads(run("list", "--json").output)
+    names = [r["network"] for r in rows]
+    assert names == ["srcnn", "srcnn_955", "fsrcnn", "fsrcnn_s", "espcn", "vdsr", "drcn", "red"]
+    vdsr = rows[names.index("vdsr")]
+    assert vdsr["gmacs_1280x720"]["2"] == pytest.approx(612.6, abs=0.1)  # published 612.6 G
+    assert vdsr["published_set5_psnr"]["3"] == 33.66
+    table = run("list").output
+    assert "srcnn_955" in table and "52.7" in table  # SRCNN 9-5-5: published 52.7 G
+
+
+def test_export_info_verify_round_trip(run, tmp_path):
+    out = run("export", "fsrcnn", "--scale", 2, "--random-weights", "-o", "f.onnx", "--json")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["verification"]["passed"] and data["verification"]["cases"][0]["max_abs"] <= 1e-4
+    assert (tmp_path / "f.verify.json").is_file()
+    info = json.loads(run("info", "f.onnx", "--json").output)
+    assert info["network"] == "fsrcnn" and info["scale"] == 2 and info["kind"] == "onnx"
+    again = run("verify", "f.onnx")
+    assert again.exit_code == 0 and "PASS" in again.output
+
+
+def test_user_mistakes_are_one_line_errors(run, tmp_path):
+    cases = [
+        (("export", "nope", "--scale", 2, "--random-weights"), "unknown network 'nope'"),
+        (("export", "espcn", "--scale", 5, "--random-weights"), "scale must be one of"),
+        (("export", "espcn", "--scale", 2, "--checkpoint", "missing.safetensors"), "missing.safetensors: no such file"),
+        (("info", "missing.onnx"), "missing.onnx: no such file"),
+        (("info", "setup.txt"), "no such file"),
+        (("verify", "missing.engine"), "missing.engine: no such file"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == EXIT_USER_ERROR, args
+        assert message in result.output and "Traceback" not in result.output
+        assert result.output.strip().count("\n") == 0, result.output
+    (tmp_path / "taken.onnx").write_bytes(b"keep")
+    result = run("export", "espcn", "--scale", 2, "--random-weights", "-o", "taken.onnx")
+    assert result.exit_code == EXIT_USER_ERROR and "already exists" in result.output
+    assert (tmp_path / "taken.onnx").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]  # nothing half-written
+
+
+def test_build_onnx_only_and_without_tensorrt(run, tmp_path):
+    out = run("build", "espcn", "--scale", 3, "--random-weights", "--fp16", "--onnx-only")
+    assert out.exit_code == 0, out.output
+    assert "onnx-fp16" in out.output and "PSNR" in out.output
+    try:
+        import tensorrt  # noqa: F401
+        return
+    except ImportError:
+        pass
+    out = run("build", "espcn", "--scale", 3, "--random-weights", "--fp16")
+    assert out.exit_code == EXIT_MISSING_BACKEND
+    assert "TensorRT is not installed" in out.output and "pip install 'srexport[tensorrt]'" in out.output
+    assert (tmp_path / "engines" / "espcn_x3.fp16.onnx").is_file()
+
+
+def test_build_bad_shape_is_a_user_error(run):
+    out = run("build", "espcn", "--scale", 2, "--random-weights", "--max-shape", "big")
+    assert out.exit_code == EXIT_USER_ERROR and "bad shape 'big'" in out.output
