@@ -158,7 +158,7 @@ def load_checkpoint(path: str | os.PathLike, *, network: str | None = None,
                     + (f"; unexpected: {', '.join(extra[:3])}" if extra else "")
                     + (f"; missing: {', '.join(lacking[:3])}" if lacking else "")
                 )
-            state = {k: f.get_tensor(k) for k in keys}
+            state = {k: f.get_tensor(k) for k in sorted(keys)}
     except SRExportError:
         raise
     except Exception as e:
