@@ -32,6 +32,9 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; artifacts get ordinary permissions
     tmp = Path(tmp_name)
     try:
         yield tmp

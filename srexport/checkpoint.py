@@ -208,6 +208,14 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:200]
 
 
+def record_metrics(path: str | os.PathLike, key: str, metrics: dict) -> ModelRecord:
+    """Store `metrics` under `key` (e.g. "Set5") in a checkpoint's record, rewriting it atomically."""
+    model, record = load_checkpoint(path)
+    record = record.replace(metrics={**record.metrics, key: metrics})
+    save_checkpoint(model, path, record, force=True)
+    return record
+
+
 def resolve_network(network: str | None, scale: int | None, *, checkpoint: str | os.PathLike | None = None,
                     random_weights: bool = False, seed: int = 0) -> tuple[nn.Module, ModelRecord]:
     """The network a command works on: an explicit checkpoint, random weights, or the shipped one."""

@@ -213,5 +213,77 @@ def verify(artifact, checkpoint, as_json):
         sys.exit(EXIT_VERIFY_FAILED)
 
 
+@main.command()
+@click.argument("name", required=False)
+@scale_option
+@click.option("--data", type=click.Path(path_type=Path), help="Folder of training images (e.g. T91).")
+@click.option("--val", type=click.Path(path_type=Path),
+              help="Folder of validation images (default: images held out of --data).")
+@click.option("--epochs", type=int, help="Epochs (default: the recipe's; with --resume, extends the run).")
+@click.option("--batch-size", type=int, help="Batch size (default: the recipe's).")
+@click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or the checkpoint beside it).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (default: NAME_xSCALE.safetensors).")
+@force_option
+@user_errors
+def train(name, scale, data, val, epochs, batch_size, lr, device, resume, output, force):
+    """Train NAME at --scale on a folder of images with the network's paper recipe.
+
+    After every epoch the best checkpoint (by validation PSNR) and a resume file are written
+    atomically; a killed run continues with --resume. A training-curve PNG is written beside the
+    checkpoint.
+
+    \b
+    Example:
+      srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
+      srexport train --resume espcn_x3.safetensors
+    """
+    from .train import train as train_network
+
+    result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
+                           lr=lr, device=device, resume=resume, force=force)
+    click.echo(result.summary())
+
+
+@main.command("eval")
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Folder of HR test images (e.g. Set5).")
+@scale_option
+@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the SR images and bicubic | model | HR comparison crops here.")
+@click.option("--record", "record_metrics", is_flag=True,
+              help="Store the measured PSNR/SSIM in the checkpoint's metadata record.")
+@force_option
+@json_option
+@user_errors
+def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
+    """Evaluate a network by the published protocol (MATLAB bicubic LR, Y PSNR/SSIM, border = scale).
+
+    MODEL is a network name (its shipped checkpoint) or a .safetensors checkpoint. Prints per-image
+    and mean PSNR/SSIM beside the bicubic baseline and the published figure.
+
+    \b
+    Example:
+      srexport eval espcn --scale 3 --data ../shared/datasets/Set5
+      srexport eval my_vdsr_x2.safetensors --data Set14 --json
+    """
+    from .checkpoint import load_checkpoint, record_metrics as store, resolve_network, shipped_checkpoint
+    from .evaluate import evaluate
+
+    if model.endswith(".safetensors") or Path(model).is_file():
+        path = Path(model)
+        net, record = load_checkpoint(path, scale=scale)
+    else:
+        net, record = resolve_network(model, scale)
+        path = shipped_checkpoint(record.network, record.scale)
+    report = evaluate(net, data, record.scale, network=record.network, save_images=save_images, force=force)
+    emit(report.to_dict(), as_json, report.table())
+    if record_metrics:
+        store(path, report.dataset, {"psnr": round(report.psnr, 4), "ssim": round(report.ssim, 5),
+                                     "bicubic_psnr": round(report.bicubic_psnr, 4), "protocol": "srexport eval"})
+
+
 if __name__ == "__main__":
     main()

@@ -21,3 +21,13 @@ def test_force_and_replace(tmp_path):
     write_text(target, "two", force=True)
     assert target.read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o644

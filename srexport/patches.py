@@ -1,0 +1,245 @@
+"""Training patches from any folder of images, made by the same protocol as evaluation.
+
+Every training image is reduced to its 8-bit Y channel (`data.y_channel`), modcropped, and its LR
+made with `data.imresize(hr_y, 1/scale)` rounded to 8 bits: exactly `data.protocol_pair`. The LR
+is made from the whole image once, then aligned patch pairs are cut from it (LR patch `p` at LR
+position (i, j) <-> HR patch `p*scale` at (i*scale, j*scale)), so patch borders are real image
+content, not resampling artefacts. Patches live in memory as uint8 arrays.
+
+Augmentation is the dihedral group: each sample of a batch gets one of the 8 flips/90-degree
+rotations, the same one for its LR and HR patch. Since MATLAB's bicubic is symmetric and
+modcropped images map pixel centres symmetrically, a transformed pair is still exactly
+(HR', imresize(HR', 1/scale)) for the transformed image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .atomic import atomic_output
+from .data import imresize, list_images, load_image, modcrop, round_uint8, y_channel
+from .errors import SRExportError
+
+CACHE_VERSION = 1
+
+
+def dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """Transform `k` (0..7) of the dihedral group on the last two axes of `a`.
+
+    Bit 2 of k: mirror left-right first; k & 3: then that many counter-clockwise 90-degree turns.
+    k = 0 is the identity.
+    """
+    if k & 4:
+        a = a[..., ::-1]
+    return np.rot90(a, k & 3, axes=(-2, -1))
+
+
+def split_holdout(paths: Sequence[str | os.PathLike], n_val: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """Split `paths` into (train, val) with `n_val` images held out, chosen by `seed`.
+
+    Both lists keep the input order; the same paths, n_val and seed always give the same split.
+    """
+    paths = [Path(p) for p in paths]
+    if n_val < 1:
+        raise SRExportError(f"hold out at least one image for validation, got n_val={n_val}")
+    if n_val >= len(paths):
+        raise SRExportError(
+            f"cannot hold out {n_val} of {len(paths)} training images for validation and keep any "
+            "for training; add images or pass a validation folder"
+        )
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(len(paths), size=n_val, replace=False).tolist())
+    train = [p for i, p in enumerate(paths) if i not in held]
+    val = [p for i, p in enumerate(paths) if i in held]
+    return train, val
+
+
+def default_holdout(n_images: int) -> int:
+    """How many images to hold out when no validation folder is given: 5%, 1 to 5 images."""
+    return max(1, min(5, round(n_images * 0.05)))
+
+
+@dataclass
+class PatchSet:
+    """Aligned uint8 patch pairs: `lr` (N, p, p) and `hr` (N, p*scale, p*scale)."""
+
+    lr: np.ndarray
+    hr: np.ndarray
+    scale: int
+    augment: bool = True
+    origins: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))  # image, factor, row, col (LR)
+    sources: list[str] = field(default_factory=list)  # image names, indexed by origins[:, 0]
+    factors: tuple[float, ...] = (1.0,)  # HR pre-scaling factors, indexed by origins[:, 1]
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, scale: int, hr_patch: int, stride: int, *,
+                    augment: bool = True, cache_dir: str | os.PathLike | None = None,
+                    resize_factors: Sequence[float] = (1.0,)) -> PatchSet:
+        """Patches from every image directly inside `folder` (see `from_paths`)."""
+        return cls.from_paths(list_images(folder), scale, hr_patch, stride, augment=augment,
+                              cache_dir=cache_dir, resize_factors=resize_factors)
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], scale: int, hr_patch: int, stride: int, *,
+                   augment: bool = True, cache_dir: str | os.PathLike | None = None,
+                   resize_factors: Sequence[float] = (1.0,)) -> PatchSet:
+        """Cut aligned patch pairs from `paths`.
+
+        LR patch size is `hr_patch // scale` and the HR patch is that times `scale` (33 at x2 gives
+        16 / 32). `stride` is in HR pixels and is rounded to a whole number of LR pixels.
+        `resize_factors` (e.g. FSRCNN's 1.0, 0.9, ..., 0.6) add copies of every image bicubic-
+        downscaled by each factor (8-bit) before modcrop and LR generation.
+        `cache_dir` keeps the arrays as an .npz keyed by the files, sizes, mtimes and settings.
+        """
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise SRExportError("no training images given")
+        scale, hr_patch, stride = int(scale), int(hr_patch), int(stride)
+        lp = hr_patch // scale
+        if lp < 1:
+            raise SRExportError(f"HR patch {hr_patch} is smaller than the scale {scale}")
+        if stride < 1:
+            raise SRExportError(f"patch stride must be at least 1, got {stride}")
+        ls = max(1, round(stride / scale))
+        factors = tuple(float(f) for f in resize_factors)
+        if not factors or any(not 0 < f <= 1 for f in factors):
+            raise SRExportError(f"resize factors must lie in (0, 1], got {resize_factors}")
+
+        cache_file = None
+        if cache_dir is not None:
+            key = _cache_key(paths, scale, lp, ls, factors)
+            cache_file = Path(cache_dir) / f"patches-{key}.npz"
+            if cache_file.is_file():
+                try:
+                    with np.load(cache_file, allow_pickle=False) as z:
+                        return cls(z["lr"], z["hr"], scale, augment, z["origins"],
+                                   [p.name for p in paths], factors)
+                except (OSError, ValueError, KeyError):
+                    pass  # unreadable cache: rebuild it
+
+        lrs, hrs, origins = [], [], []
+        for i, path in enumerate(paths):
+            y = y_channel(load_image(path))
+            for fi, f in enumerate(factors):
+                yf = y if f == 1.0 else round_uint8(imresize(y, f))
+                lr_p, hr_p, pos = _cut(yf, scale, lp, ls)
+                if len(pos):
+                    lrs.append(lr_p)
+                    hrs.append(hr_p)
+                    origins.append(np.column_stack([np.full(len(pos), i), np.full(len(pos), fi), pos]))
+        if not lrs:
+            raise SRExportError(
+                f"no training image is at least {lp * scale}x{lp * scale} pixels (the HR patch size at x{scale})"
+            )
+        lr = np.concatenate(lrs)
+        hr = np.concatenate(hrs)
+        org = np.concatenate(origins).astype(np.int32)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(cache_file, force=True) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, lr=lr, hr=hr, origins=org)
+        return cls(lr, hr, scale, augment, org, [p.name for p in paths], factors)
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(self.lr)
+
+    @property
+    def lr_patch(self) -> int:
+        return self.lr.shape[-1]
+
+    @property
+    def hr_patch(self) -> int:
+        return self.hr.shape[-1]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches in one pass over the patches (the last one may be short)."""
+        return math.ceil(len(self) / batch_size)
+
+    def batch(self, indices: np.ndarray, transforms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, 1, p, p) LR and (B, 1, p*s, p*s) HR for `indices`, each sample transformed by
+        its dihedral transform (0..7; None = identity). Vectorised: one gather per transform."""
+        indices = np.asarray(indices)
+        b = len(indices)
+        lr = np.empty((b, 1, self.lr_patch, self.lr_patch), np.uint8)
+        hr = np.empty((b, 1, self.hr_patch, self.hr_patch), np.uint8)
+        if transforms is None:
+            lr[:, 0] = self.lr[indices]
+            hr[:, 0] = self.hr[indices]
+            return lr, hr
+        transforms = np.asarray(transforms)
+        order = np.argsort(transforms, kind="stable")
+        sorted_t = transforms[order]
+        bounds = np.searchsorted(sorted_t, np.arange(9))
+        for k in range(8):
+            sel = order[bounds[k]:bounds[k + 1]]
+            if len(sel):
+                idx = indices[sel]
+                lr[sel, 0] = dihedral(self.lr[idx], k)
+                hr[sel, 0] = dihedral(self.hr[idx], k)
+        return lr, hr
+
+    def epoch_plan(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A permutation of the patches and one dihedral transform per position, drawn up front
+        from `rng` so that a run cut short (steps_per_epoch) consumes the same random numbers."""
+        perm = rng.permutation(len(self))
+        transforms = rng.integers(0, 8, size=len(self)) if self.augment else np.zeros(len(self), np.int64)
+        return perm, transforms
+
+    def batches(self, batch_size: int, rng: np.random.Generator, *,
+                steps: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch: shuffled uint8 (LR, HR) batches of shape (B, 1, p, p) / (B, 1, p*s, p*s).
+
+        A full pass over the patches by default (the last batch may be short); with `steps`, exactly
+        that many batches, wrapping around into a fresh permutation when the patches run out.
+        """
+        if batch_size < 1:
+            raise SRExportError(f"batch size must be at least 1, got {batch_size}")
+        total = self.steps_per_epoch(batch_size) if steps is None else int(steps)
+        perm, transforms = self.epoch_plan(batch_size, rng)
+        pos = 0
+        for _ in range(total):
+            if pos >= len(perm):
+                perm, transforms = self.epoch_plan(batch_size, rng)
+                pos = 0
+            end = min(pos + batch_size, len(perm))
+            yield self.batch(perm[pos:end], transforms[pos:end] if self.augment else None)
+            pos = end
+
+
+def _cut(hr_y: np.ndarray, scale: int, lp: int, ls: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aligned uint8 patches from one Y image: (n, lp, lp), (n, lp*s, lp*s), LR positions (n, 2)."""
+    hr = modcrop(hr_y, scale)
+    if hr.shape[0] < lp * scale or hr.shape[1] < lp * scale:
+        return np.zeros((0, lp, lp), np.uint8), np.zeros((0, lp * scale, lp * scale), np.uint8), np.zeros((0, 2), int)
+    lr = round_uint8(imresize(hr, 1 / scale)).astype(np.uint8)
+    hr = hr.astype(np.uint8)
+    hp, hs = lp * scale, ls * scale
+    lr_w = sliding_window_view(lr, (lp, lp))[::ls, ::ls]
+    hr_w = sliding_window_view(hr, (hp, hp))[::hs, ::hs]
+    assert lr_w.shape[:2] == hr_w.shape[:2], (lr_w.shape, hr_w.shape)
+    rows, cols = lr_w.shape[:2]
+    pos = np.stack(np.meshgrid(np.arange(rows) * ls, np.arange(cols) * ls, indexing="ij"), -1).reshape(-1, 2)
+    return (np.ascontiguousarray(lr_w.reshape(-1, lp, lp)),
+            np.ascontiguousarray(hr_w.reshape(-1, hp, hp)), pos)
+
+
+def _cache_key(paths: list[Path], scale: int, lp: int, ls: int, factors: tuple[float, ...]) -> str:
+    files = []
+    for p in paths:
+        st = p.stat()
+        files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    blob = json.dumps([CACHE_VERSION, files, scale, lp, ls, factors]).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]

@@ -1,0 +1,188 @@
+"""srexport.patches: aligned LR/HR patch pairs by the evaluation protocol, dihedral augmentation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from srexport.data import imresize, load_image, protocol_pair, round_uint8, y_channel
+from srexport.errors import SRExportError
+from srexport.patches import PatchSet, default_holdout, dihedral, split_holdout
+
+T91 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "T91"
+
+
+def texture(rng: np.random.Generator, h: int, w: int, gray: bool = False) -> np.ndarray:
+    """A random texture with detail at several scales (noise upscaled from coarse grids)."""
+    img = np.zeros((h, w, 3))
+    for cells in (4, 9, 23):
+        coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+        img += np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
+    img = img / 3 + rng.normal(0, 6, img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    return img[..., 0] if gray else img
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "train"
+    d.mkdir()
+    for i, (h, w) in enumerate([(50, 61), (47, 40), (64, 64), (20, 90)]):
+        Image.fromarray(texture(rng, h, w, gray=(i == 1))).save(d / f"im{i}.png")
+    return d
+
+
+@pytest.mark.parametrize("scale, hr_patch, lp", [(2, 33, 16), (3, 33, 11), (4, 33, 8), (3, 21, 7)])
+def test_shapes(folder, scale, hr_patch, lp):
+    ps = PatchSet.from_folder(folder, scale, hr_patch, 10)
+    assert ps.lr.dtype == np.uint8 and ps.hr.dtype == np.uint8
+    assert ps.lr.shape[1:] == (lp, lp) and ps.hr.shape[1:] == (lp * scale, lp * scale)
+    assert len(ps) == len(ps.lr) == len(ps.hr) == len(ps.origins) > 0
+    assert ps.lr_patch == lp and ps.hr_patch == lp * scale
+    lr, hr = next(ps.batches(5, np.random.default_rng(0)))
+    assert lr.shape == (5, 1, lp, lp) and hr.shape == (5, 1, lp * scale, lp * scale)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_lr_is_the_protocol_imresize_of_hr(folder, scale):
+    ps = PatchSet.from_folder(folder, scale, 24, 8)
+    lp, hp = ps.lr_patch, ps.hr_patch
+    pairs = {i: protocol_pair(load_image(folder / name), scale) for i, name in enumerate(ps.sources)}
+    for n in range(len(ps)):
+        img, factor, r, c = ps.origins[n]
+        assert factor == 0
+        hr_y, lr_y = pairs[img]
+        np.testing.assert_array_equal(ps.lr[n], lr_y[r:r + lp, c:c + lp])
+        np.testing.assert_array_equal(ps.hr[n], hr_y[r * scale:r * scale + hp, c * scale:c * scale + hp])
+    # the 20x90 image is too small for 24-pixel patches at every scale: it contributes none
+    assert 3 not in set(ps.origins[:, 0].tolist())
+
+
+def test_resize_factors_add_downscaled_copies(folder):
+    one = PatchSet.from_folder(folder, 2, 16, 8)
+    more = PatchSet.from_folder(folder, 2, 16, 8, resize_factors=(1.0, 0.8))
+    assert len(more) > len(one)
+    n = int(np.flatnonzero(more.origins[:, 1] == 1)[0])
+    img, _, r, c = more.origins[n]
+    y = round_uint8(imresize(y_channel(load_image(folder / more.sources[img])), 0.8))
+    y = y[: y.shape[0] // 2 * 2, : y.shape[1] // 2 * 2]
+    lr = round_uint8(imresize(y, 0.5))
+    np.testing.assert_array_equal(more.lr[n], lr[r:r + 8, c:c + 8])
+    np.testing.assert_array_equal(more.hr[n], y[2 * r:2 * r + 16, 2 * c:2 * c + 16])
+
+
+def test_dihedral_is_the_group_of_8_flips_and_rotations():
+    a = np.arange(12).reshape(3, 4)
+    expected = [np.rot90(a, k) for k in range(4)] + [np.rot90(np.fliplr(a), k) for k in range(4)]
+    for k in range(8):
+        np.testing.assert_array_equal(dihedral(a, k), expected[k])
+    sq = np.random.default_rng(0).integers(0, 255, (5, 5))
+    assert len({dihedral(sq, k).tobytes() for k in range(8)}) == 8
+
+
+def test_augmentation_applies_the_same_transform_to_lr_and_hr(folder):
+    ps = PatchSet.from_folder(folder, 3, 24, 8)
+    idx = np.arange(min(len(ps), 40))
+    for k in range(8):
+        lr, hr = ps.batch(idx, np.full(len(idx), k))
+        for j, n in enumerate(idx):
+            np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[n], k))
+            np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[n], k))
+    # mixed transforms in one batch: each sample gets its own
+    ks = np.arange(len(idx)) % 8
+    lr, hr = ps.batch(idx, ks)
+    for j, n in enumerate(idx):
+        np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[n], ks[j]))
+        np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[n], ks[j]))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_transformed_pairs_are_still_protocol_pairs(scale):
+    # MATLAB bicubic commutes with the dihedral group on a modcropped image, so an augmented
+    # (HR, LR) pair is (HR', imresize(HR', 1/s)) for the transformed image.
+    hr = y_channel(texture(np.random.default_rng(2), 12 * scale, 12 * scale))
+    lr = imresize(hr, 1 / scale)
+    for k in range(8):
+        np.testing.assert_allclose(imresize(dihedral(hr, k), 1 / scale), dihedral(lr, k), atol=1e-9)
+
+
+def test_batches_cover_an_epoch_and_are_reproducible(folder):
+    ps = PatchSet.from_folder(folder, 2, 16, 6, augment=False)
+    seen = []
+    for lr, hr in ps.batches(7, np.random.default_rng(3)):
+        seen += [x.tobytes() for x in hr[:, 0]]
+    assert len(seen) == len(ps) and sorted(seen) == sorted(x.tobytes() for x in ps.hr)
+    a = [b[1].copy() for b in PatchSet.from_folder(folder, 2, 16, 6).batches(7, np.random.default_rng(5), steps=4)]
+    b = [b[1].copy() for b in PatchSet.from_folder(folder, 2, 16, 6).batches(7, np.random.default_rng(5), steps=4)]
+    assert len(a) == 4 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_batches_follow_the_epoch_plan(folder):
+    ps = PatchSet.from_folder(folder, 3, 24, 8)
+    perm, ks = ps.epoch_plan(4, np.random.default_rng(9))
+    lr, hr = next(ps.batches(4, np.random.default_rng(9)))
+    for j in range(4):
+        np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[perm[j]], ks[j]))
+        np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[perm[j]], ks[j]))
+
+
+def test_steps_wrap_around_a_small_set(folder):
+    ps = PatchSet.from_folder(folder, 4, 32, 32)
+    n = sum(len(lr) for lr, _ in ps.batches(4, np.random.default_rng(0), steps=3 * len(ps)))
+    assert n >= 3 * len(ps)
+
+
+def test_cache_round_trip(folder, tmp_path):
+    cache = tmp_path / "cache"
+    a = PatchSet.from_folder(folder, 3, 24, 8, cache_dir=cache)
+    files = list(cache.glob("patches-*.npz"))
+    assert len(files) == 1
+    b = PatchSet.from_folder(folder, 3, 24, 8, cache_dir=cache)
+    np.testing.assert_array_equal(a.lr, b.lr)
+    np.testing.assert_array_equal(a.hr, b.hr)
+    np.testing.assert_array_equal(a.origins, b.origins)
+    PatchSet.from_folder(folder, 2, 24, 8, cache_dir=cache)  # other settings, other file
+    assert len(list(cache.glob("patches-*.npz"))) == 2
+
+
+def test_split_holdout():
+    paths = [Path(f"im{i}.png") for i in range(20)]
+    train, val = split_holdout(paths, 3, seed=4)
+    assert len(val) == 3 and len(train) == 17 and not set(train) & set(val)
+    assert set(train) | set(val) == set(paths)
+    assert split_holdout(paths, 3, seed=4) == (train, val)
+    assert train == sorted(train, key=paths.index)
+    assert split_holdout(paths, 3, seed=5)[1] != val or split_holdout(paths, 3, seed=6)[1] != val
+    with pytest.raises(SRExportError):
+        split_holdout(paths[:2], 2, seed=0)
+    with pytest.raises(SRExportError):
+        split_holdout(paths, 0, seed=0)
+    assert default_holdout(91) == 5 and default_holdout(4) == 1
+
+
+def test_user_errors(tmp_path, folder):
+    with pytest.raises(SRExportError, match="no such folder"):
+        PatchSet.from_folder(tmp_path / "missing", 2, 32, 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SRExportError, match="no images"):
+        PatchSet.from_folder(tmp_path / "empty", 2, 32, 16)
+    with pytest.raises(SRExportError, match="at least"):
+        PatchSet.from_folder(folder, 2, 200, 16)
+
+
+@pytest.mark.slow
+def test_t91_throughput():
+    if not T91.is_dir():
+        pytest.skip(f"dataset not found: {T91}")
+    ps = PatchSet.from_folder(T91, 3, 33, 14)
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    n = sum(len(lr) for lr, _ in ps.batches(128, rng))
+    rate = n / (time.perf_counter() - t)
+    print(f"T91 x3 33/14: {len(ps)} patches, {rate:,.0f} samples/s")
+    assert rate > 20_000

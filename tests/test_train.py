@@ -1,0 +1,305 @@
+"""srexport.train: recipes, the training loop, its records, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from srexport.archs import build, list_networks
+from srexport.checkpoint import load_checkpoint
+from srexport.errors import SRExportError
+from srexport.train import (
+    Recipe,
+    clip_gradients,
+    curve_path_for,
+    init_weights,
+    load_resume,
+    make_optimizer,
+    recipe_for,
+    resume_path_for,
+    train,
+    training_loss,
+)
+
+torch.set_num_threads(1)
+
+
+def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    img = np.zeros((h, w, 3))
+    for cells in (4, 9, 23):
+        coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+        img += np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
+    return np.clip(img / 3 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(texture(rng, 54 + 3 * i, 60)).save(d / f"t{i}.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def val(tmp_path_factory):
+    d = tmp_path_factory.mktemp("val")
+    Image.fromarray(texture(np.random.default_rng(9), 48, 48)).save(d / "v0.png")
+    return d
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_every_network_has_a_documented_recipe():
+    for net in list_networks():
+        r = recipe_for(net)
+        assert r.network == net and r.optimizer in ("sgd", "adam") and r.schedule in ("step", "plateau", "none")
+        assert len(r.why) > 80 and r.epochs > 0 and r.batch_size > 0
+        for scale in (2, 3, 4):
+            hp, stride = r.patch_for(scale)
+            assert hp // scale >= 5 and stride >= 1
+        assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert recipe_for("espcn").patch_for(3) == (51, 42)  # 17r x 17r, stride 14r
+    vdsr = recipe_for("vdsr")
+    assert vdsr.weight_decay == 1e-4 and vdsr.schedule == "step" and (vdsr.step_epochs, vdsr.epochs) == (20, 80)
+    assert recipe_for("drcn").recursive_supervision and recipe_for("drcn").schedule == "plateau"
+    with pytest.raises(SRExportError):
+        recipe_for("nosuchnet")
+
+
+@pytest.mark.parametrize("net, prefix", [("srcnn", "reconstruction"), ("fsrcnn", "deconv"), ("espcn", "body.4")])
+def test_last_layer_learning_rate_multipliers(net, prefix):
+    model = build(net, 3)
+    opt = make_optimizer(model, recipe_for(net), 1e-3)
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    last = {id(p) for n, p in model.named_parameters() if n.startswith(prefix + ".")}
+    assert len(by_lr) == 2 and by_lr[1e-3 * 0.1] == last and len(by_lr[1e-3]) > 0
+
+
+def test_adjustable_clipping_bounds_at_theta_over_the_current_lr():
+    model = build("vdsr", 2, depth=3, channels=4)
+    value = recipe_for("vdsr").replace(optimizer="sgd", clip_theta=0.4, clip_mode="value")
+    opt = make_optimizer(model, value, 0.1)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    clip_gradients(opt, value)
+    for p in model.parameters():
+        assert torch.allclose(p.grad, torch.full_like(p, 0.4 / 0.1))  # every value within theta/lr
+    for g in opt.param_groups:
+        g["lr"] = 0.001  # a later stage: the bound theta/lr widens
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    clip_gradients(opt, value)
+    assert all(torch.all(p.grad == 100.0) for p in model.parameters())
+
+    norm = value.replace(clip_mode="norm")
+    opt = make_optimizer(model, norm, 0.1)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    clip_gradients(opt, norm)
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+    assert total.item() == pytest.approx(0.4 / 0.1, rel=1e-4)  # the whole update lr*g has norm theta
+
+
+def test_drcn_recursive_supervision_uses_the_intermediates():
+    torch.manual_seed(0)
+    model = build("drcn", 2, channels=4, recursions=3)  # PyTorch init: the predictions differ
+    recipe = recipe_for("drcn")
+    x, y = torch.rand(2, 1, 6, 6), torch.rand(2, 1, 12, 12)
+    out, preds = model.forward_with_intermediates(x)
+    mse = torch.nn.functional.mse_loss
+    inter = sum(mse(p, y) for p in preds) / len(preds)
+    assert training_loss(model, x, y, recipe, 1.0).item() == pytest.approx(inter.item(), rel=1e-6)
+    assert training_loss(model, x, y, recipe, 0.0).item() == pytest.approx(mse(out, y).item(), rel=1e-6)
+    mixed = 0.3 * inter + 0.7 * mse(out, y)
+    assert training_loss(model, x, y, recipe, 0.3).item() == pytest.approx(mixed.item(), rel=1e-6)
+    # with alpha = 1 only the intermediate predictions are supervised: no gradient reaches the
+    # ensemble weights; with alpha < 1 it does
+    model.zero_grad()
+    training_loss(model, x, y, recipe, 1.0).backward()
+    assert model.ensemble_weights.grad is None or torch.all(model.ensemble_weights.grad.abs() < 1e-12)
+    model.zero_grad()
+    training_loss(model, x, y, recipe, 0.5).backward()
+    assert model.ensemble_weights.grad.abs().sum() > 0
+    assert recipe.alpha(0) == 1.0 and 0 < recipe.alpha(10) < 1 and recipe.alpha(recipe.alpha_zero_epoch) == 0.0
+
+
+def test_drcn_init_makes_the_recursion_an_identity():
+    model = build("drcn", 2, channels=4, recursions=2)
+    init_weights(model, "drcn")
+    h = torch.rand(1, 4, 5, 5)
+    assert torch.allclose(torch.relu(model.inference(h)), h)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@pytest.mark.parametrize("net", ["espcn", "fsrcnn_s"])
+def test_tiny_run_writes_a_true_record(net, data, tmp_path):
+    out = tmp_path / f"{net}.safetensors"
+    r = train(net, 3, data, out_path=out, epochs=2, steps_per_epoch=3, batch_size=4, seed=11, progress=False)
+    assert out.is_file() and resume_path_for(out).is_file() and curve_path_for(out).is_file()
+    assert r.checkpoint == out and r.epochs == 2 and len(r.history) == 2
+    with Image.open(curve_path_for(out)) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    model, record = load_checkpoint(out, network=net, scale=3)
+    t = record.training
+    assert t["epochs"] == 2 and t["seed"] == 11 and t["steps_per_epoch"] == 3 and t["batch_size"] == 4
+    assert t["recipe"]["network"] == net and t["recipe"]["epochs"] == 2
+    assert t["data"]["dir"] == str(data.resolve()) and t["data"]["images"] == 4  # one held out
+    assert "held-out" in t["data"]["validation"]
+    assert t["torch"] == torch.__version__ and t["device"] == "cpu"
+    assert [h["epoch"] for h in t["history"]] == [1, 2]
+    assert record.metrics["val_psnr"] == max(h["val_psnr"] for h in t["history"])
+    assert record.metrics["epoch"] == t["best_epoch"] == r.best_epoch
+    assert record.metrics["val_border"] == 3
+    # the checkpoint holds the best epoch's weights
+    state = load_resume(resume_path_for(out))
+    assert state["epochs_done"] == 2 and state["network"] == net
+    if r.best_epoch == 2:
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, state["model"][k])
+
+
+def test_resume_file_is_not_pickle(data, tmp_path):
+    out = tmp_path / "e.safetensors"
+    train("espcn", 2, data, out_path=out, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+    raw = resume_path_for(out).read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])  # plain safetensors: JSON header, raw tensors
+    meta = json.loads(header["__metadata__"]["srexport_resume"])
+    assert meta["epochs_done"] == 1 and "optimizer" in meta and "rng" in meta
+    with safe_open(str(resume_path_for(out)), framework="pt") as f:
+        keys = set(f.keys())
+    assert any(k.startswith("s/optimizer/state") for k in keys) and "s/rng/torch" in keys
+
+
+def test_loss_decreases_on_a_tiny_overfit_case(tmp_path):
+    d = tmp_path / "one"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        Image.fromarray(texture(rng, 40, 40)).save(d / f"a{i}.png")
+    r = train("espcn", 2, d, out_path=tmp_path / "o.safetensors", epochs=4, steps_per_epoch=15, batch_size=8,
+              lr=3e-3, progress=False)
+    losses = [h["loss"] for h in r.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert r.best_val_psnr > r.history[0]["val_psnr"]
+
+
+def test_explicit_validation_folder_and_drcn_tiny(data, val, tmp_path):
+    out = tmp_path / "d.safetensors"
+    r = train("drcn", 2, data, out_path=out, val_dir=val, epochs=1, steps_per_epoch=2, batch_size=2,
+              hparams={"channels": 4, "recursions": 3}, progress=False)
+    _, record = load_checkpoint(out)
+    assert record.hparams == {"channels": 4, "recursions": 3}
+    assert record.training["data"]["images"] == 5 and str(val) in record.training["data"]["validation"]
+    assert "alpha" in r.history[0]
+
+
+def test_user_errors(data, tmp_path):
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(SRExportError, match="no such folder"):
+        train("espcn", 3, tmp_path / "nope", out_path=out, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SRExportError, match="no images"):
+        train("espcn", 3, tmp_path / "empty", out_path=out, progress=False)
+    with pytest.raises(SRExportError, match="unknown network"):
+        train("nosuchnet", 3, data, out_path=out, progress=False)
+    with pytest.raises(SRExportError, match="scale"):
+        train("espcn", 5, data, out_path=out, progress=False)
+    with pytest.raises(SRExportError, match="CUDA"):
+        if torch.cuda.is_available():
+            raise SRExportError("CUDA present; nothing to check")
+        train("espcn", 3, data, out_path=out, device="cuda", progress=False)
+    train("espcn", 3, data, out_path=out, epochs=1, steps_per_epoch=1, progress=False)
+    with pytest.raises(SRExportError, match="already exists"):
+        train("espcn", 3, data, out_path=out, epochs=1, steps_per_epoch=1, progress=False)
+    with pytest.raises(SRExportError, match="network 'espcn'"):
+        train("fsrcnn", 3, data, resume=resume_path_for(out), progress=False)
+    with pytest.raises(SRExportError, match="x3"):
+        train("espcn", 2, data, resume=out, progress=False)  # a checkpoint finds its resume file
+    with pytest.raises(SRExportError, match="no such resume file"):
+        train("espcn", 3, data, resume=tmp_path / "none.resume.safetensors", progress=False)
+    with pytest.raises(SRExportError, match="not an srexport resume file"):
+        bogus = tmp_path / "b.safetensors"
+        from safetensors.torch import save_file
+        save_file({"a": torch.zeros(1)}, str(bogus))
+        train("espcn", 3, data, resume=bogus, progress=False)
+
+
+def test_resume_extends_a_finished_run(data, tmp_path):
+    out = tmp_path / "r.safetensors"
+    train("fsrcnn_s", 2, data, out_path=out, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+    with pytest.raises(SRExportError, match="omit -o"):
+        train("fsrcnn_s", 2, data, out_path=tmp_path / "other.safetensors", resume=out, epochs=2, progress=False)
+    with pytest.raises(SRExportError, match="batch size"):
+        train("fsrcnn_s", 2, data, resume=out, epochs=2, batch_size=8, progress=False)
+    r = train("fsrcnn_s", 2, None, resume=out, epochs=2, progress=False)  # data folder from the resume file
+    assert r.epochs == 2 and [h["epoch"] for h in r.history] == [1, 2]
+    _, record = load_checkpoint(out)
+    assert record.training["epochs"] == 2 and record.training["resumed_at_epochs"] == [1]
+    assert record.training["epochs_planned"] == 2
+
+
+# ---------------------------------------------------------------- kill and resume
+
+_SCRIPT = """
+import torch
+torch.set_num_threads(1)
+from srexport.train import train
+train("fsrcnn_s", 3, {data!r}, out_path={out!r}, epochs=2, steps_per_epoch={steps}, batch_size=8, seed=5,
+      progress=False)
+"""
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+    steps = 200
+    ref = tmp_path / "ref" / "m.safetensors"
+    train("fsrcnn_s", 3, data, out_path=ref, epochs=2, steps_per_epoch=steps, batch_size=8, seed=5, progress=False)
+
+    out = tmp_path / "run" / "m.safetensors"
+    script = _SCRIPT.format(data=str(data), out=str(out), steps=steps)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not resume_path_for(out).exists():  # written right after the first epoch's checkpoint
+            if proc.poll() is not None:
+                pytest.fail(f"training subprocess ended early: {proc.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, "first epoch did not finish in 60 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert out.is_file()
+    killed = load_resume(resume_path_for(out))
+    assert killed["epochs_done"] == 1, "the kill came after epoch 2 finished; make the epoch longer"
+
+    r = train(None, None, resume=resume_path_for(out), progress=False)
+    assert r.epochs == 2 and r.record.training["resumed_at_epochs"] == [1]
+    got, want = load_resume(resume_path_for(out)), load_resume(resume_path_for(ref))
+    assert got["epochs_done"] == want["epochs_done"] == 2
+    for k, v in want["model"].items():
+        assert torch.equal(got["model"][k], v), k
+    for k, v in want["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(got["optimizer"]["state"][k][name], t), (k, name)
+    assert got["scheduler"] == want["scheduler"]
+    assert [h["loss"] for h in got["history"]] == [h["loss"] for h in want["history"]]
+    a, b = load_file(str(out)), load_file(str(ref))
+    assert all(torch.equal(a[k], b[k]) for k in b)
