@@ -87,3 +87,34 @@ def test_build_onnx_only_and_without_tensorrt(run, tmp_path):
 def test_build_bad_shape_is_a_user_error(run):
     out = run("build", "espcn", "--scale", 2, "--random-weights", "--max-shape", "big")
     assert out.exit_code == EXIT_USER_ERROR and "bad shape 'big'" in out.output
+
+
+def _images(folder, n=4, size=(40, 36)):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        base = rng.random((size[1] // 4, size[0] // 4, 3))
+        img = np.kron(base, np.ones((4, 4, 1))) * 200 + rng.random((size[1], size[0], 3)) * 40
+        Image.fromarray(img.astype("uint8")).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_train_eval_record_info(run, tmp_path):
+    data = _images(tmp_path / "data")
+    out = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 2, "--batch-size", 4,
+              "-o", "m.safetensors")
+    assert out.exit_code == 0, out.output
+    assert "best val PSNR" in out.output
+    assert (tmp_path / "m.safetensors").is_file() and (tmp_path / "m.curve.png").is_file()
+    report = run("eval", "m.safetensors", "--data", data, "--json", "--record")
+    assert report.exit_code == 0, report.output
+    measured = json.loads(report.output)
+    assert measured["scale"] == 2 and len(measured["images"]) == 4
+    info = json.loads(run("info", "m.safetensors", "--json").output)
+    assert info["metrics"]["data"]["psnr"] == pytest.approx(measured["psnr"], abs=1e-3)
+    assert info["training"]  # provenance recorded by train
+    bad = run("train", "fsrcnn_s", "--scale", 2, "--data", tmp_path / "nowhere", "-o", "n.safetensors")
+    assert bad.exit_code == EXIT_USER_ERROR and "nowhere" in bad.output
