@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from _images import write_images
 from click.testing import CliRunner
 
 from srexport.cli import main
@@ -89,21 +90,8 @@ def test_build_bad_shape_is_a_user_error(run):
     assert out.exit_code == EXIT_USER_ERROR and "bad shape 'big'" in out.output
 
 
-def _images(folder, n=4, size=(40, 36)):
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        base = rng.random((size[1] // 4, size[0] // 4, 3))
-        img = np.kron(base, np.ones((4, 4, 1))) * 200 + rng.random((size[1], size[0], 3)) * 40
-        Image.fromarray(img.astype("uint8")).save(folder / f"img{i}.png")
-    return folder
-
-
 def test_train_eval_record_info(run, tmp_path):
-    data = _images(tmp_path / "data")
+    data = write_images(tmp_path / "data")
     out = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 2, "--batch-size", 4,
               "-o", "m.safetensors")
     assert out.exit_code == 0, out.output

@@ -16,16 +16,10 @@ from srexport.errors import SRExportError
 from srexport.evaluate import EvalReport, detail_crop, evaluate
 from srexport.metrics import bicubic_baseline
 
+from _images import texture
+
 torch.set_num_threads(1)
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    img = np.zeros((h, w, 3))
-    for cells in (4, 9, 23):
-        coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
-        img += np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
-    return np.clip(img / 3 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

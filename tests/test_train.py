@@ -32,15 +32,9 @@ from srexport.train import (
     training_loss,
 )
 
+from _images import texture
+
 torch.set_num_threads(1)
-
-
-def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    img = np.zeros((h, w, 3))
-    for cells in (4, 9, 23):
-        coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
-        img += np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float64)
-    return np.clip(img / 3 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
