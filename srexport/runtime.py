@@ -1,24 +1,64 @@
-"""Backends that run a network on (N, 1, H, W) float arrays: PyTorch and ONNX Runtime.
+"""Backends that run a network on (N, 1, H, W) float arrays: PyTorch, ONNX Runtime and TensorRT.
 
-Each runner is a callable ndarray -> ndarray, so `verify.compare` and the CLI treat them alike.
-onnxruntime is imported only when an ONNX runner is made.
+Each runner is a callable ndarray -> ndarray with `.scale` (the upscaling factor, None when it is
+not known) and `.name`, so `verify.compare`, tiling, images, video and the benchmark treat them
+alike. `open_runner` picks and opens one; onnxruntime and tensorrt are imported only when a
+runner of theirs is made.
+
+The tuned ONNX Runtime CPU path (`OnnxRuntimeRunner(..., tuned=True)`, what `auto` picks without
+a GPU) differs from a default session in:
+  * the graph: `optimize.optimize_onnx` rewrites ConvTranspose as Conv (+ DepthToSpace), a
+    uniform PRelu as LeakyRelu (fused into the Conv) and narrow convolutions (1 output channel,
+    padded to 16 by ONNX Runtime's NCHWc kernels) as a row Conv plus a one-hot row sum; each
+    rewrite is checked to stay within 1e-5 of the original graph before it is used;
+  * threads = physical cores, one inter-op thread, sequential execution, denormals flushed to zero.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import SRExportError
+from .errors import MissingBackend, SRExportError
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads counted once)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{base}/physical_package_id") as f:
+                package = f.read().strip()
+            with open(f"{base}/core_id") as f:
+                core = f.read().strip()
+            cores.add((package, core))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 class TorchRunner:
     def __init__(self, model: nn.Module, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype
+        self.scale = getattr(model, "scale", None)
+        self.name = f"torch-{torch.device(device).type}-{'fp16' if dtype == torch.float16 else 'fp32'}"
+        self.info = {"backend": "torch", "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                     "threads": torch.get_num_threads()}
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -28,26 +68,321 @@ class TorchRunner:
 
 class OnnxRuntimeRunner:
     """ONNX Runtime on the CPU. `exact_fp16=True` disables graph optimizations: with them ORT fuses
-    away the casts it inserts around FP16 ops (it has no FP16 CPU kernels) and computes in FP32."""
+    away the casts it inserts around FP16 ops (it has no FP16 CPU kernels) and computes in FP32.
 
-    def __init__(self, model: str | os.PathLike | bytes, *, exact_fp16: bool = False, threads: int = 0):
+    `tuned=True` is the fast CPU path (see the module docstring); `threads` (0 or None: ORT's
+    default, physical cores) sets the intra-op threads; `spin=False` stops idle worker threads
+    from spinning, which leaves CPU to other threads of a pipeline (video decode/encode)."""
+
+    def __init__(self, model: str | os.PathLike | bytes, *, exact_fp16: bool = False, threads: int | None = 0,
+                 tuned: bool = False, spin: bool = True, optimize_check: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        self.rewrites: list[str] = []
         if exact_fp16:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if tuned:
+            threads = threads or physical_cores()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.inter_op_num_threads = 1
+            opts.enable_cpu_mem_arena = True
+            opts.enable_mem_pattern = True
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
+        where = "ONNX model" if isinstance(model, bytes) else str(model)
         source = model if isinstance(model, bytes) else str(model)
+        if tuned:
+            from .optimize import optimize_onnx
+
+            fast, report = optimize_onnx(_load_proto(model, where), check=optimize_check)
+            if report.applied:
+                source = fast.SerializeToString()
+                self.rewrites = report.rewrites
+            elif report.rewrites:  # rewrites existed but did not pass the 1e-5 check
+                warnings.warn(f"{where}: graph rewrites not used: {report.reason}", stacklevel=2)
+            if not report.nchwc:
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                self.rewrites.append("per-channel PRelu: ONNX Runtime's NCHWc layout off (ORT_ENABLE_EXTENDED)")
         try:
             self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
-            where = "ONNX model" if isinstance(model, bytes) else str(model)
             raise SRExportError(f"{where}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            self.scale = int(self.metadata["scale"])
+        except (KeyError, ValueError):
+            self.scale = None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        fp16_graph = self.input_dtype == np.float16 or any(
+            "float16" in v.type for v in (*self.session.get_inputs(), *self.session.get_outputs()))
+        kind = "exact-fp16" if exact_fp16 else "tuned" if tuned else "default"
+        self.name = f"onnxruntime-cpu-{kind}"
+        self.info = {"backend": "onnxruntime", "device": "cpu", "session": kind,
+                     "threads": opts.intra_op_num_threads or physical_cores(), "rewrites": list(self.rewrites),
+                     "fp16_io": fp16_graph, "onnxruntime": ort.__version__}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = self.session.run(None, {self.input_name: x.astype(self.input_dtype)})[0]
-        return y.astype(np.float32)
+        if x.dtype != self.input_dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        y = self.session.run(None, {self.input_name: x})[0]
+        return y if y.dtype == np.float32 else y.astype(np.float32)
+
+
+def _load_proto(model, where: str):
+    import onnx
+
+    try:
+        if isinstance(model, bytes):
+            return onnx.load_from_string(model)
+        return onnx.load(str(model))
+    except Exception as e:
+        raise SRExportError(f"{where}: not a valid ONNX file ({str(e).splitlines()[0][:200]})") from None
+
+
+class _NamedRunner:
+    """Gives a runner without them (TensorRTRunner) `.scale`, `.name` and `.info`."""
+
+    def __init__(self, inner, *, scale: int | None, name: str, info: dict):
+        self.inner, self.scale, self.name, self.info = inner, scale, name, info
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.inner(x)
+
+    @property
+    def max_input_hw(self):
+        return getattr(self, "_max_hw", None)
+
+
+# --- availability -----------------------------------------------------------------------------
+
+def tensorrt_available() -> bool:
+    """`import tensorrt` works and a CUDA GPU is visible."""
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return torch.cuda.is_available()
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- opening a runner -------------------------------------------------------------------------
+
+def open_runner(*, model: nn.Module | None = None, onnx_path: str | os.PathLike | None = None,
+                engine_path: str | os.PathLike | None = None, backend: str = "auto", precision: str = "fp32",
+                threads: int | None = None, spin: bool = True, build_engine: bool = True):
+    """A runner for whichever of `model` (a network from `checkpoint.resolve_network`), `onnx_path`
+    and `engine_path` are given.
+
+    backend "auto": TensorRT when tensorrt imports, a CUDA GPU exists and an engine is given or can
+    be built (into ~/.cache/srexport/engines, from `onnx_path` or an ONNX export of `model`), else
+    the tuned ONNX Runtime CPU path, else PyTorch. "torch", "onnxruntime" and "tensorrt" force one.
+    precision "fp16": torch half on a CUDA GPU, an FP16 ONNX graph (FP32 I/O) for ONNX Runtime or
+    an FP16 engine for TensorRT (an FP16 engine file already is one).
+    """
+    if backend not in BACKENDS:
+        raise SRExportError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise SRExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if model is None and onnx_path is None and engine_path is None:
+        raise SRExportError("nothing to run: give a network (--model/--checkpoint), --onnx or --engine")
+    if onnx_path is not None and not Path(onnx_path).is_file():
+        raise SRExportError(f"{onnx_path}: no such file")
+    if engine_path is not None and not Path(engine_path).is_file():
+        raise SRExportError(f"{engine_path}: no such file")
+    runner = _open_runner(model, onnx_path, engine_path, backend, precision, threads, spin, build_engine)
+    if getattr(runner, "arch", None) is None:
+        runner.arch = model if model is not None else _architecture(onnx_path, engine_path)
+    return runner
+
+
+def _architecture(onnx_path, engine_path) -> nn.Module | None:
+    """The (untrained) network an ONNX file or engine records: tiling needs its layers."""
+    from .checkpoint import ModelRecord
+
+    try:
+        if onnx_path is not None:
+            from .onnx_export import record_from_onnx
+
+            return record_from_onnx(onnx_path)[0].build(str(onnx_path))
+        if engine_path is not None:
+            from .tensorrt_build import read_sidecar
+
+            record = (read_sidecar(engine_path) or {}).get("record")
+            if record:
+                return ModelRecord.from_json(json.dumps(record), str(engine_path)).build(str(engine_path))
+    except SRExportError:
+        return None
+    return None
+
+
+def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spin, build_engine):
+    if backend == "tensorrt":
+        return _tensorrt_runner(model, onnx_path, engine_path, precision, build_engine)
+    if backend == "auto" and tensorrt_available() and (engine_path is not None or (build_engine and (
+            model is not None or onnx_path is not None))):
+        try:
+            return _tensorrt_runner(model, onnx_path, engine_path, precision, build_engine)
+        except SRExportError as e:
+            warnings.warn(f"TensorRT not used ({e}); falling back to ONNX Runtime", stacklevel=2)
+    if backend == "torch":
+        return _torch_runner(model, precision)
+    if backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()):
+        if onnx_path is None and model is None:
+            onnx_path = _engine_onnx(engine_path)
+        try:
+            return _ort_runner(model, onnx_path, precision, threads, spin, tuned=True)
+        except SRExportError:
+            if backend == "onnxruntime" or model is None:
+                raise
+    if model is None:
+        raise MissingBackend(f"{engine_path}: TensorRT or a CUDA GPU is missing and no ONNX file or network is "
+                             "available to run instead")
+    return _torch_runner(model, precision)
+
+
+def _torch_runner(model, precision: str) -> TorchRunner:
+    if model is None:
+        raise SRExportError("--backend torch needs the network itself (--model or --checkpoint), "
+                            "not an ONNX file or engine")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision == "fp16" and device == "cpu":
+        raise SRExportError("--backend torch with fp16 needs a CUDA GPU (PyTorch has no fast FP16 CPU convolutions)")
+    return TorchRunner(model, device=device, dtype=torch.float16 if precision == "fp16" else torch.float32)
+
+
+def _onnx_proto(model, onnx_path):
+    """(ONNX ModelProto, where) from a file or, failing that, an in-memory export of `model`."""
+    if onnx_path is not None:
+        from .onnx_export import load_onnx
+
+        return load_onnx(onnx_path), str(onnx_path)
+    from .checkpoint import ModelRecord
+    from .onnx_export import onnx_from_model
+
+    if getattr(model, "network_name", None) is None:
+        raise SRExportError("the model is not an srexport network; give an ONNX file")
+    record = getattr(model, "record", None) or ModelRecord.for_model(model)
+    return onnx_from_model(model, record), f"{model.network_name} x{model.scale}"
+
+
+def _ort_runner(model, onnx_path, precision: str, threads, spin: bool, *, tuned: bool) -> OnnxRuntimeRunner:
+    if not onnxruntime_available():
+        raise MissingBackend("onnxruntime is not installed: pip install onnxruntime")
+    proto, where = _onnx_proto(model, onnx_path)
+    if precision == "fp16":
+        from .fp16 import fp16_from_onnx
+
+        proto = fp16_from_onnx(proto, io="fp32")
+        runner = OnnxRuntimeRunner(proto.SerializeToString(), threads=threads or 0, spin=spin)
+        runner.name = "onnxruntime-cpu-fp16-graph"
+        runner.info["session"] = "fp16 graph (FP32 I/O), default session"
+    else:
+        runner = OnnxRuntimeRunner(proto.SerializeToString(), threads=threads, spin=spin, tuned=tuned)
+    if runner.scale is None and model is not None:
+        runner.scale = model.scale
+    runner.info["source"] = where
+    return runner
+
+
+def _engine_onnx(engine_path):
+    """The ONNX file an engine's sidecar names, to run on the CPU when TensorRT cannot be used."""
+    from .tensorrt_build import read_sidecar
+
+    sidecar = read_sidecar(engine_path) or {}
+    onnx_file = sidecar.get("onnx_path")
+    if onnx_file and Path(onnx_file).is_file():
+        return onnx_file
+    raise MissingBackend(f"{engine_path}: TensorRT or a CUDA GPU is missing here and the engine's sidecar names "
+                         "no ONNX file that exists to run on the CPU instead (pass --onnx)")
+
+
+def engine_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srexport" / "engines"
+
+
+def _tensorrt_runner(model, onnx_path, engine_path, precision: str, build_engine: bool):
+    from . import tensorrt_build as tb
+
+    tb._trt()  # MissingBackend with the install hint
+    tb.require_cuda()
+    if engine_path is None:
+        if not build_engine:
+            raise SRExportError("--backend tensorrt needs --engine (or allow building one)")
+        engine_path = _cached_engine(model, onnx_path, precision)
+    sidecar = tb.read_sidecar(engine_path) or {}
+    inner = tb.TensorRTRunner(engine_path)
+    scale = sidecar.get("scale") or (model.scale if model is not None else None)
+    runner = _NamedRunner(inner, scale=scale, name=f"tensorrt-{sidecar.get('precision', precision)}",
+                          info={"backend": "tensorrt", "engine": str(engine_path),
+                                "tensorrt_version": sidecar.get("tensorrt_version"), "gpu": sidecar.get("gpu"),
+                                "profile": sidecar.get("profile")})
+    profile_max = (sidecar.get("profile") or {}).get("max")
+    if profile_max:
+        runner._max_hw = (int(profile_max[2]), int(profile_max[3]))
+    return runner
+
+
+def _cached_engine(model, onnx_path, precision: str) -> Path:
+    """Build (or reuse) an engine for this network and precision in the engine cache folder."""
+    import hashlib
+
+    from . import tensorrt_build as tb
+    from .atomic import write_bytes
+
+    proto, where = _onnx_proto(model, onnx_path)
+    if precision == "fp16":
+        from .fp16 import fp16_from_onnx
+
+        proto = fp16_from_onnx(proto, io="fp32")
+    data = proto.SerializeToString()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = engine_cache_dir()
+    onnx_file = folder / f"{digest}.onnx"
+    if not onnx_file.is_file():
+        write_bytes(onnx_file, data, force=True)
+    engine_file = folder / f"{digest}_{precision}.engine"
+    try:
+        tb.engine_from_onnx(onnx_file, engine_file)
+    except SRExportError as e:
+        if "already exists" not in str(e):
+            raise
+        tb.engine_from_onnx(onnx_file, engine_file, force=True)  # stale engine from another GPU/TensorRT
+    return engine_file
+
+
+def open_runner_for(network: str | None = None, scale: int | None = None, *, checkpoint=None, onnx=None,
+                    engine=None, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
+                    random_weights: bool = False, spin: bool = True):
+    """What the CLI calls: `--model NAME [--scale S] | --checkpoint P | --onnx P | --engine P`
+    and `--backend`, resolved to one runner whose `.scale` is checked against `scale`."""
+    model = None
+    if network is not None or checkpoint is not None:
+        from .checkpoint import resolve_network
+
+        model, record = resolve_network(network, scale, checkpoint=checkpoint, random_weights=random_weights)
+        model.record = record
+    elif onnx is None and engine is None:
+        raise SRExportError("give --model NAME, --checkpoint, --onnx or --engine")
+    runner = open_runner(model=model, onnx_path=onnx, engine_path=engine, backend=backend,
+                         precision=precision, threads=threads, spin=spin)
+    if runner.scale is None:
+        if scale is None:
+            raise SRExportError(f"{onnx or engine}: the artifact does not record its scale; pass --scale")
+        runner.scale = scale
+    elif scale is not None and runner.scale != scale:
+        raise SRExportError(f"{onnx or engine or checkpoint or network}: is a x{runner.scale} network, --scale says x{scale}")
+    return runner

@@ -139,25 +139,3 @@ def real_inputs(sizes: Sequence[Sequence[int]] = DEFAULT_SIZES, seed: int = 0) -
             batch.append(img[y:y + h, x:x + w])
         out.append(np.stack(batch)[:, None].copy())
     return out
-
-
-def sample_inputs(sizes: Sequence[Sequence[int]] = DEFAULT_SIZES, seed: int = 0) -> list[np.ndarray]:
-    """Deterministic image-like LR inputs (N, 1, H, W) in the luminance range [16/255, 235/255].
-
-    Smooth gradients plus sharp edges plus fine texture, so every frequency band the networks
-    respond to is exercised; real images are used where the caller has them.
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for n, h, w in sizes:
-        yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
-        batch = []
-        for _ in range(n):
-            fx, fy, phase = rng.uniform(1, 6, 3)
-            img = 0.5 + 0.25 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
-            img += 0.2 * ((xx * rng.uniform(1, 4)) % 1 > 0.5)  # edges
-            img += 0.05 * rng.standard_normal((h, w))  # texture
-            batch.append(img)
-        arr = np.clip(np.stack(batch)[:, None], 16 / 255, 235 / 255)
-        out.append(arr.astype(np.float32))
-    return out

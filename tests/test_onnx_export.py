@@ -3,10 +3,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from srexport.archs import build
-from srexport.checkpoint import ModelRecord, resolve_network, weights_sha256
+from srexport.checkpoint import resolve_network, weights_sha256
 from srexport.errors import SRExportError, VerificationFailed
 from srexport.onnx_export import (INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_from_model, record_from_onnx,
                                   save_verified, verification_path, verify_onnx)
