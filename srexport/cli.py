@@ -281,8 +281,11 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
     report = evaluate(net, data, record.scale, network=record.network, save_images=save_images, force=force)
     emit(report.to_dict(), as_json, report.table())
     if record_metrics:
-        store(path, report.dataset, {"psnr": round(report.psnr, 4), "ssim": round(report.ssim, 5),
-                                     "bicubic_psnr": round(report.bicubic_psnr, 4), "protocol": "srexport eval"})
+        paper = (report.published or {}).get("psnr")
+        store(path, report.dataset, {
+            "psnr": round(report.psnr, 4), "ssim": round(report.ssim, 5), "bicubic_psnr": round(report.bicubic_psnr, 4),
+            "published_psnr": paper, "gap_to_published_db": None if paper is None else round(report.psnr - paper, 3),
+            "protocol": "srexport eval: MATLAB bicubic LR, Y PSNR/SSIM, border = scale"})
 
 
 if __name__ == "__main__":
