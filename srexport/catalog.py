@@ -29,6 +29,8 @@ def network_rows() -> list[dict]:
             "gmacs_1280x720": {s: round(macs_for_output(m) / 1e9, 2) for s, m in models.items()},
             "checkpoints": {s: str(shipped_checkpoint(name, s)) for s in SCALES if shipped_checkpoint(name, s)},
             "published_set5_psnr": {s: (published(name, s, "Set5") or {}).get("psnr") for s in SCALES},
+            "measured_set5_psnr": {s: read_record(p).metrics.get("Set5", {}).get("psnr")
+                                   for s in SCALES if (p := shipped_checkpoint(name, s))},
             "upsampling": spec.upsampling,
             "paper": spec.paper,
         })
@@ -40,11 +42,12 @@ def network_table(rows: list[dict]) -> str:
         return "/".join("-" if d.get(s) is None else fmt.format(d[s]) for s in SCALES)
 
     lines = [f"{'network':<10} {'params x2/x3/x4':<30} {'GMACs 1280x720 x2/x3/x4':<30} "
-             f"{'shipped':<10} {'Set5 PSNR (paper)':<20}"]
+             f"{'shipped':<10} {'Set5 PSNR shipped':<20} {'Set5 PSNR paper':<20}"]
     for r in rows:
         shipped = "/".join(f"x{s}" for s in r["checkpoints"]) or "none"
         lines.append(f"{r['network']:<10} {per_scale(r['params'], '{:,}'):<30} "
                      f"{per_scale(r['gmacs_1280x720'], '{:g}'):<30} {shipped:<10} "
+                     f"{per_scale(r['measured_set5_psnr'], '{:.2f}'):<20} "
                      f"{per_scale(r['published_set5_psnr'], '{:.2f}'):<20}")
     return "\n".join(lines)
 
