@@ -288,5 +288,70 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
             "protocol": "srexport eval: MATLAB bicubic LR, Y PSNR/SSIM, border = scale"})
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output folder (or the output file, for a single input).")
+@click.option("--model", "network", help="Network name (its shipped checkpoint).")
+@scale_option
+@checkpoint_option
+@click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), help="An srexport ONNX file.")
+@click.option("--engine", type=click.Path(dir_okay=False, path_type=Path), help="An srexport TensorRT engine.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True, help="auto: TensorRT on an NVIDIA GPU, else ONNX Runtime, else PyTorch.")
+@click.option("--tile", help="Tile size in LR pixels, or 'auto' (tiles overlap by the receptive field: no seams).")
+@click.option("--codec", help="Video encoder (default libx264; libx265, libvpx-vp9, libsvtav1, ...).")
+@click.option("--crf", type=int, help="Video quality (default 18).")
+@click.option("--preset", help="Encoder preset (default medium).")
+@force_option
+@user_errors
+def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, tile, codec, crf, preset, force):
+    """Upscale images (PNG, JPEG, BMP, TIFF, WebP), folders, globs and videos.
+
+    Colour images go through the network on Y (MATLAB BT.601) with Cb/Cr by bicubic; alpha and
+    16-bit PNGs are kept. Videos keep frame rate, timestamps and audio. A bad file is reported on
+    one line and skipped; the exit code is then 2.
+
+    \b
+    Example:
+      srexport upscale photo.png frames/ -o out/ --model espcn --scale 2
+      srexport upscale clip.mp4 -o clip_x2.mp4 --model espcn --scale 2 --crf 20
+    """
+    from .images import upscale_many
+    from .runtime import open_runner_for
+    from .tiling import parse_tile
+
+    runner = open_runner_for(network, scale, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend)
+    failures = upscale_many(runner, inputs, output, force=force, tile=parse_tile(tile), codec=codec, crf=crf,
+                            preset=preset)
+    if failures:
+        raise SRExportError(f"{len(failures)} of the inputs failed (see above)")
+
+
+@main.command()
+@click.argument("name")
+@scale_option
+@checkpoint_option
+@click.option("--output-size", default="1920x1080", show_default=True, metavar="WxH", help="Output frame size.")
+@click.option("--backend", "backends", multiple=True,
+              help="Limit to these backends or rows (repeatable): auto, torch, onnxruntime, tensorrt, ...")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed runs per backend (median).")
+@json_option
+@user_errors
+def bench(name, scale, checkpoint, output_size, backends, repeats, as_json):
+    """Time NAME on every available backend side by side, with a GEMM probe of this machine's peak.
+
+    \b
+    Example:
+      srexport bench espcn --scale 2
+      srexport bench vdsr --scale 2 --output-size 1280x720 --json
+    """
+    from .bench import bench as run_bench
+
+    report = run_bench(name, scale or 2, output_size=output_size, backends=list(backends) or None,
+                       checkpoint=checkpoint, repeats=repeats, progress=None if as_json else click.echo)
+    emit(report.to_dict(), as_json, report.table())
+
+
 if __name__ == "__main__":
     main()

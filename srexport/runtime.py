@@ -102,7 +102,7 @@ class OnnxRuntimeRunner:
             fast, report = optimize_onnx(_load_proto(model, where), check=optimize_check)
             if report.applied:
                 source = fast.SerializeToString()
-                self.rewrites = report.rewrites
+                self.rewrites = list(report.rewrites)
             elif report.rewrites:  # rewrites existed but did not pass the 1e-5 check
                 warnings.warn(f"{where}: graph rewrites not used: {report.reason}", stacklevel=2)
             if not report.nchwc:

@@ -1,0 +1,118 @@
+"""Benchmark every network and write benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py                       # every network, x2, 1920x1080 output
+    python benchmarks/run_all.py --scales 2 3 4 --networks espcn fsrcnn --output-size 1280x720
+
+Each network runs `srexport.bench.bench` (every available backend in one run, a GEMM probe in
+the same run). RESULTS.md gets a summary (the tuned ONNX Runtime CPU path, which `auto` picks
+without a GPU, against the issue's targets), one table per network, the machine and the exact
+command. `--json` also writes every report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
+
+from srexport.archs import list_networks  # noqa: E402
+from srexport.bench import ROWS, bench, parse_size  # noqa: E402
+
+# The issue's targets for the auto CPU path, as a fraction of the GEMM probe.
+TARGETS = {"srcnn": 0.70, "vdsr": 0.70, "drcn": 0.70, "red": 0.70, "fsrcnn": 0.50, "espcn": 0.50}
+
+
+def summary_line(report) -> str:
+    tuned = report.row("ort-tuned")
+    torch_row, default = report.row("torch-fp32"), report.row("ort-default")
+    baselines = [r.ms_median for r in (torch_row, default) if r is not None and r.ms_median is not None]
+    if tuned is None or tuned.ms_median is None:
+        return f"| {report.network} | x{report.scale} | tuned row failed | | | | | | |"
+    best = min(baselines) if baselines else None
+    target = TARGETS.get(report.network)
+
+    def verdict(fraction):
+        return "" if target is None or fraction is None else ("met" if fraction >= target else "**missed**")
+
+    vs = "" if best is None else f"{best / tuned.ms_median:.2f}x"
+    local = tuned.local_fraction
+    return (f"| {report.network} | x{report.scale} | {tuned.ms_median:,.1f} | {tuned.fps:.2f} | {tuned.gflops:.0f} | "
+            f"{report.gemm_gflops:.0f} | {100 * tuned.peak_fraction:.0f}% {verdict(tuned.peak_fraction)} | "
+            f"{'' if local is None else f'{100 * local:.0f}%'} {verdict(local)} | "
+            f"{'' if target is None else f'{100 * target:.0f}%'} | {vs} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", nargs="+", default=list_networks(), choices=list_networks())
+    parser.add_argument("--scales", nargs="+", type=int, default=[2], choices=[2, 3, 4])
+    parser.add_argument("--output-size", default="1920x1080", help="WIDTHxHEIGHT of the output (default 1920x1080)")
+    parser.add_argument("--backends", nargs="+", choices=ROWS, help="rows to run (default: every available one)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--long-run-s", type=float, default=20.0,
+                        help="a row whose warm-up run takes longer is measured by that single run")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--json", type=Path, help="also write every report as JSON here")
+    args = parser.parse_args(argv)
+    size = parse_size(args.output_size)
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(argv or sys.argv[1:])])
+    reports, started = [], time.time()
+    for scale in args.scales:
+        for name in args.networks:
+            print(f"== {name} x{scale} ==", file=sys.stderr, flush=True)
+            report = bench(name, scale, output_size=size, backends=args.backends, warmup=args.warmup,
+                           repeats=args.repeats, long_run_s=args.long_run_s,
+                           progress=lambda msg: print(f"   {msg}", file=sys.stderr, flush=True))
+            print(report.table() + "\n", flush=True)
+            reports.append(report)
+    machine = reports[0].machine if reports else {}
+    lines = [
+        "# srexport benchmark results",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {_dt.datetime.now().isoformat(timespec='seconds')}, total {time.time() - started:.0f} s  ",
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('physical_cores', '?')} physical cores "
+        f"({machine.get('logical_cpus', '?')} logical), torch {machine.get('torch', '?')}, "
+        f"onnxruntime {machine.get('onnxruntime', '?')}" + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
+        "",
+        "Times are the median ms per frame over the repeats after warm-up (rows interleaved round-robin when "
+        "memory allows); GFLOP/s counts 2 FLOP per multiply-add of the network's convolutions "
+        "(`srexport.complexity.macs`); the GEMM probe is the faster of ONNX Runtime's and NumPy's FP32 "
+        "2048^3 matmul measured in the same run: before and after the rows, and ONNX Runtime's again "
+        "right before and after every timed run. \"% of peak probe\" divides by the best probe of the "
+        "run (the machine's peak); \"% of adjacent probes\" divides each run by the probes taken next "
+        "to it (median over runs), which cancels load from other processes on a shared machine. A "
+        "network run of minutes (DRCN) is one run between two probes.",
+        "",
+        "## Summary: the auto CPU path (tuned ONNX Runtime)",
+        "",
+        "| network | scale | ms/frame | fps | GFLOP/s | GEMM probe (peak) GFLOP/s | % of peak probe | "
+        "% of adjacent probes | target | speed-up over the best of PyTorch eager and default ORT |",
+        "|---|---|---:|---:|---:|---:|---|---|---|---:|",
+        *[summary_line(r) for r in reports],
+        "",
+        "## Every backend",
+        "",
+    ]
+    for r in reports:
+        lines += [r.table(), ""]
+        tuned = r.row("ort-tuned")
+        if tuned is not None and tuned.note:
+            lines += [f"Tuned path: {tuned.note}.", ""]
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

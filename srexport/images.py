@@ -1,0 +1,293 @@
+"""Upscaling image files: `upscale_image` for one, `upscale_many` for files, folders and globs.
+
+Colour follows the training protocol (REFERENCE.md §2): RGB -> YCbCr with MATLAB's BT.601
+limited-range `rgb2ycbcr`, Y/255 through the network, Cb and Cr upscaled by MATLAB bicubic, back
+to RGB with the exact inverse and rounded. A grayscale image is its own Y (as the published tables
+treated Set14's `bridge`); 16-bit grayscale (PNG/TIFF mode I;16) stays 16-bit, with Y/65535 in and
+out. An alpha channel is upscaled by MATLAB bicubic and kept. EXIF orientation is applied before
+upscaling, and the orientation tag is reset in what is written. Outputs are written atomically;
+an existing output is kept unless `force`.
+
+Pillow reads 16-bit-per-channel RGB PNGs as 8-bit RGB, so those come out 8-bit.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .atomic import atomic_output, check_writable
+from .data import IMAGE_SUFFIXES, rgb2ycbcr, ycbcr2rgb
+from .errors import SRExportError
+from .tiling import upscale_tiled
+
+# Pillow format name per output suffix.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+           ".webp": "WEBP"}
+READABLE_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF", "WEBP"}
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}, "PNG": {"compress_level": 6}}
+ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
+SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+
+_bicubic_cache: dict[int, torch.nn.Module] = {}
+
+
+def bicubic_upscale(planes: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB `imresize(x, scale, 'bicubic')` of float (..., H, W) planes, in float64 (exact to 1e-12
+    on [0, 255]; MatlabBicubicUpsample is a 5x5 convolution + pixel shuffle, twice as fast as
+    data.imresize and equal to it)."""
+    from .archs import MatlabBicubicUpsample
+
+    if scale not in _bicubic_cache:
+        _bicubic_cache[scale] = MatlabBicubicUpsample(scale).double().eval()
+    arr = np.asarray(planes, dtype=np.float64)
+    lead = arr.shape[:-2]
+    x = torch.from_numpy(np.ascontiguousarray(arr.reshape(-1, 1, *arr.shape[-2:])))
+    with torch.inference_mode():
+        y = _bicubic_cache[scale](x).numpy()
+    return y.reshape(*lead, *y.shape[-2:])
+
+
+@dataclass
+class _Decoded:
+    kind: str  # "gray", "rgb"
+    planes: np.ndarray  # gray: (H, W); rgb: (H, W, 3); float64 in [0, maxval]
+    alpha: np.ndarray | None
+    maxval: float
+    info: dict
+
+
+def _open(path: Path) -> tuple[_Decoded, str]:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise SRExportError(f"{path}: unsupported format {path.suffix or '(no suffix)'}; "
+                            f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
+    if not path.is_file():
+        raise SRExportError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise SRExportError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt not in READABLE_FORMATS:
+                raise SRExportError(f"{path}: unsupported image format {fmt}")
+            im.load()  # decode now, so a truncated file fails here
+            if im.width == 0 or im.height == 0:
+                raise SRExportError(f"{path}: image has zero size {im.width}x{im.height}")
+            icc = im.info.get("icc_profile")
+            im = ImageOps.exif_transpose(im)
+            exif = im.getexif()
+            decoded = _to_arrays(im)
+    except SRExportError:
+        raise
+    except UnidentifiedImageError:
+        raise SRExportError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise SRExportError(f"{path}: cannot read image ({str(exc).splitlines()[0][:150] or type(exc).__name__})") from None
+    if decoded.planes.size == 0:
+        raise SRExportError(f"{path}: image has zero size")
+    decoded.info = {"icc_profile": icc, "exif": exif}
+    return decoded, fmt
+
+
+def _to_arrays(im) -> _Decoded:
+    """Pillow image -> planes. Modes: 1/L/P/LA/PA/RGB/RGBA/CMYK/YCbCr/I;16*/I/F."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return _Decoded("gray", np.asarray(im, dtype=np.uint16).astype(np.float64), None, 65535.0, {})
+    if mode in ("I", "F"):  # 32-bit integer or float grayscale: treat as 16-bit if it fits, else clip
+        arr = np.asarray(im, dtype=np.float64)
+        maxval = 65535.0 if arr.max(initial=0) > 255 or mode == "I" else 255.0
+        return _Decoded("gray", np.clip(arr, 0, maxval), None, maxval, {"mode_in": mode})
+    if mode in ("1", "L"):
+        return _Decoded("gray", np.asarray(im.convert("L"), dtype=np.float64), None, 255.0, {})
+    if mode in ("LA", "La"):
+        la = np.asarray(im.convert("LA"), dtype=np.float64)
+        return _Decoded("gray", la[..., 0], la[..., 1], 255.0, {})
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        return _Decoded("rgb", rgba[..., :3], rgba[..., 3], 255.0, {})
+    return _Decoded("rgb", np.asarray(im.convert("RGB"), dtype=np.float64), None, 255.0, {})
+
+
+def _round(x: np.ndarray, maxval: float, dtype) -> np.ndarray:
+    return np.clip(np.floor(x + 0.5), 0, maxval).astype(dtype)
+
+
+def upscale_array(runner, decoded_planes: np.ndarray, kind: str, scale: int, *, maxval: float = 255.0,
+                  tile=None) -> np.ndarray:
+    """Upscale float planes in [0, maxval]: gray (H, W) -> (sH, sW); rgb (H, W, 3) -> (sH, sW, 3).
+    Unrounded float64 result in [0, maxval] scale."""
+    if kind == "gray":
+        y = decoded_planes[None, None].astype(np.float32) / np.float32(maxval)
+        return upscale_tiled(runner, y, scale, tile)[0, 0].astype(np.float64) * maxval
+    ycc = rgb2ycbcr(decoded_planes)
+    y = (ycc[..., 0] / 255.0).astype(np.float32)[None, None]
+    y_sr = upscale_tiled(runner, y, scale, tile)[0, 0].astype(np.float64) * 255.0
+    chroma = bicubic_upscale(np.moveaxis(ycc[..., 1:], -1, 0), scale)
+    return ycbcr2rgb(np.stack([y_sr, chroma[0], chroma[1]], axis=-1))
+
+
+def upscale_image(runner, path_in: str | os.PathLike, path_out: str | os.PathLike, *, force: bool = False,
+                  tile=None) -> Path:
+    """Upscale one image file by `runner.scale` and write `path_out` (format from its suffix)."""
+    from PIL import Image
+
+    path_in, path_out = Path(path_in), Path(path_out)
+    if path_in.suffix.lower() not in IMAGE_SUFFIXES:
+        raise SRExportError(f"{path_in}: unsupported format {path_in.suffix or '(no suffix)'}; "
+                            f"supported: {', '.join(sorted(INPUT_SUFFIXES))}")
+    out_format = FORMATS.get(path_out.suffix.lower())
+    if out_format is None:
+        raise SRExportError(f"{path_out}: unsupported output format {path_out.suffix or '(no suffix)'}; "
+                            f"use one of {', '.join(sorted(FORMATS))}")
+    check_writable(path_out, force)
+    scale = runner.scale
+    if not scale:
+        raise SRExportError("the runner does not know its scale")
+    decoded, _ = _open(path_in)
+    out = upscale_array(runner, decoded.planes, decoded.kind, scale, maxval=decoded.maxval, tile=tile)
+    alpha = None
+    if decoded.alpha is not None and out_format in ALPHA_FORMATS:
+        alpha = _round(bicubic_upscale(decoded.alpha, scale), 255, np.uint8)
+    if decoded.kind == "gray":
+        if decoded.maxval > 255 and out_format in SIXTEEN_BIT_FORMATS:
+            img = Image.fromarray(_round(out, 65535, np.uint16))  # mode I;16
+        else:
+            img = Image.fromarray(_round(out * (255.0 / decoded.maxval), 255, np.uint8), "L")
+            if alpha is not None:
+                img = Image.merge("LA", (img, Image.fromarray(alpha, "L")))
+    else:
+        img = Image.fromarray(_round(out, 255, np.uint8), "RGB")
+        if alpha is not None:
+            img = Image.merge("RGBA", (*img.split(), Image.fromarray(alpha, "L")))
+    if out_format == "WEBP" and img.mode == "L":
+        img = img.convert("RGB")
+    if out_format == "WEBP" and img.mode == "LA":
+        img = img.convert("RGBA")
+    options = dict(SAVE_OPTIONS.get(out_format, {}))
+    if decoded.info.get("icc_profile") and out_format in ("PNG", "JPEG", "TIFF", "WEBP"):
+        options["icc_profile"] = decoded.info["icc_profile"]
+    exif = decoded.info.get("exif")
+    if exif is not None and len(exif) and out_format in ("JPEG", "PNG", "WEBP"):
+        exif[0x0112] = 1  # orientation already applied
+        options["exif"] = exif.tobytes()
+    if out_format == "JPEG" and img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    with atomic_output(path_out, force) as tmp:
+        try:
+            img.save(tmp, format=out_format, **options)
+        except (OSError, ValueError) as exc:
+            raise SRExportError(f"{path_out}: cannot write {out_format} ({str(exc).splitlines()[0][:150]})") from None
+    return path_out
+
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files, folders (their image and video files, not recursive) and glob patterns ->
+    (files, failures)."""
+    files, failures, seen = [], [], set()
+
+    def add(p: Path):
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES)
+            if not found:
+                failures.append((p, f"{p}: no images or videos (looked for {', '.join(sorted(INPUT_SUFFIXES))})"))
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(str(item)):
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if Path(m).is_file())
+            if not matches:
+                failures.append((p, f"{item}: no files match"))
+            for q in matches:
+                add(q)
+        else:
+            failures.append((p, f"{p}: no such file"))
+    return files, failures
+
+
+def upscale_many(runner, inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, force: bool = False,
+                 tile=None, progress: bool = True, out_suffix: str | None = None, codec: str | None = None,
+                 crf: int | None = None, preset: str | None = None) -> list[tuple[Path, str]]:
+    """Upscale every input (image files, videos, folders, globs) into the folder `out`, keeping file
+    names (`out_suffix` such as ".png" changes the image format). With a single input file, `out`
+    may instead be the output file itself (it has an image or video suffix and is not a folder).
+    Videos go through `video.upscale_video` with `codec`/`crf`/`preset` (defaults libx264, 18,
+    medium). A bad input is reported on one line naming the file and skipped; the rest are still
+    processed. Returns the failures as (path, message): empty when everything was written, so a
+    CLI exits non-zero when it is not."""
+    from tqdm import tqdm
+
+    files, failures = expand_inputs(inputs)
+    for _, message in failures:
+        _report(message)
+    out = Path(out)
+    single_target = (len(files) == 1 and len(list(inputs)) == 1 and not out.is_dir()
+                     and out.suffix.lower() in set(FORMATS) | VIDEO_SUFFIXES)
+    if not single_target and out.exists() and not out.is_dir():
+        raise SRExportError(f"{out}: exists and is not a folder")
+    targets: dict[Path, Path] = {}
+    bar = tqdm(files, unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True, file=sys.stderr)
+    for path in bar:
+        bar.set_postfix_str(path.name, refresh=False)
+        is_video = path.suffix.lower() in VIDEO_SUFFIXES
+        if single_target:
+            target = out
+        else:
+            target = out / (path.stem + out_suffix if out_suffix and not is_video else path.name)
+        try:
+            if target in targets:
+                raise SRExportError(f"{path}: same output name as {targets[target]} ({target})")
+            targets[target] = path
+            if is_video:
+                from . import video
+
+                video.upscale_video(runner, path, target, force=force, tile=tile, progress=progress,
+                                    codec=codec or video.DEFAULT_CODEC,
+                                    crf=video.DEFAULT_CRF if crf is None else crf,
+                                    preset=preset or video.DEFAULT_PRESET)
+            else:
+                upscale_image(runner, path, target, force=force, tile=tile)
+        except SRExportError as e:
+            failures.append((path, str(e)))
+            _report(str(e), bar)
+        except MemoryError:
+            message = f"{path}: out of memory (try --tile auto or a smaller --tile)"
+            failures.append((path, message))
+            _report(message, bar)
+    bar.close()
+    return failures
+
+
+def _report(message: str, bar=None) -> None:
+    line = f"error: {message}"
+    if bar is not None:
+        bar.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)

@@ -1,0 +1,90 @@
+"""A tiny bench run (small output size) and the multiply-add counts it is built on."""
+
+import json
+import math
+
+import pytest
+
+from srexport.archs import build
+from srexport.bench import ROWS, BenchReport, bench, expand_backends, gemm_probe, parse_size
+from srexport.complexity import macs
+from srexport.errors import SRExportError
+
+CPU_ROWS = ["torch-fp32", "ort-default", "ort-tuned", "ort-fp16"]
+
+
+@pytest.fixture(scope="module")
+def report():
+    return bench("fsrcnn", 2, output_size=(64, 48), warmup=1, repeats=2, probe_repeats=2)
+
+
+def test_bench_reports_every_cpu_row(report):
+    assert isinstance(report, BenchReport)
+    assert [r.key for r in report.rows][:4] == CPU_ROWS
+    assert report.lr_size == (32, 24) and report.output_size == (64, 48)
+    assert report.macs == macs(build("fsrcnn", 2), 24, 32)
+    assert report.gemm_gflops > 1
+    for r in report.rows:
+        assert r.ms_median is not None, r.note
+        assert 0 < r.ms_min <= r.ms_median and r.runs == 2
+        assert r.fps == pytest.approx(1000 / r.ms_median)
+        assert r.mpix_s == pytest.approx(64 * 48 / 1e6 * r.fps)
+        assert r.gflops == pytest.approx(2 * report.macs / 1e9 * r.fps)
+        assert r.peak_fraction == pytest.approx(r.gflops / report.gemm_gflops)
+        assert r.local_fraction > 0 and len(r.probe_gflops) == r.runs
+        assert r.speedup_vs_torch > 0
+    assert report.row("torch-fp32").speedup_vs_torch == pytest.approx(1.0)
+    for key in ("tensorrt-fp32", "tensorrt-fp16", "torch-cuda-fp16"):
+        assert key in report.skipped or report.row(key) is not None
+
+
+def test_table_and_dict(report):
+    table = report.table()
+    assert "| ONNX Runtime FP32, tuned (auto CPU path) |" in table and "% of GEMM probe" in table
+    assert table.count("\n|") >= 2 + len(report.rows)
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["network"] == "fsrcnn" and len(d["rows"]) == len(report.rows)
+    assert d["gflop_per_frame"] == pytest.approx(2 * report.macs / 1e9)
+
+
+def test_backend_selection_and_errors():
+    small = bench("espcn", 3, output_size="30x21", backends=["ort-tuned"], warmup=0, repeats=1, probe_repeats=1)
+    assert [r.key for r in small.rows] == ["ort-tuned"] and small.lr_size == (10, 7)
+    with pytest.raises(SRExportError, match="unknown bench backend"):
+        bench("espcn", 2, output_size=(8, 8), backends=["gpu"])
+    with pytest.raises(SRExportError):
+        parse_size("1920by1080")
+    assert parse_size("1920x1080") == (1920, 1080)
+    assert set(CPU_ROWS) <= set(ROWS)
+    assert expand_backends("onnxruntime") == ["ort-default", "ort-tuned", "ort-fp16"]
+    assert expand_backends(["torch", "ort-tuned"]) == ["torch-fp32", "ort-tuned", "torch-cuda-fp16"]
+    assert expand_backends(None) == list(ROWS) == expand_backends("auto")
+
+
+def test_gemm_probe():
+    probe = gemm_probe(n=256, repeats=2)
+    assert probe["gflops"] == max(v for k, v in probe.items() if k.endswith("_gflops") and v)
+    assert probe["numpy_gflops"] > 0
+
+
+def test_macs_hand_counted_espcn_and_fsrcnn():
+    h, w = 10, 7
+    for s in (2, 3, 4):
+        assert macs(build("espcn", s), h, w) == (25 * 64 + 9 * 64 * 32 + 9 * 32 * s * s) * h * w
+    d, s_, m = 56, 12, 4
+    body = (25 * d + d * s_ + m * 9 * s_ * s_ + s_ * d) * h * w
+    assert macs(build("fsrcnn", 3), h, w) == body + h * w * d * 81  # each LR pixel scatters 9x9
+    d, s_, m = 32, 5, 1
+    assert macs(build("fsrcnn_s", 2), h, w) == (25 * d + d * s_ + m * 9 * s_ * s_ + s_ * d + d * 81) * h * w
+    # Published for one 1280x720 output: VDSR 612.6 G (REFERENCE.md).
+    assert macs(build("vdsr", 2), 360, 640) / 1e9 == pytest.approx(612.6, abs=0.05)
+    assert math.isclose(macs(build("espcn", 3), 240, 427) / 1e9, 2.3, abs_tol=0.1)
+
+
+def test_rows_tile_when_the_frame_would_not_fit(monkeypatch):
+    import srexport.tiling as tiling
+
+    monkeypatch.setattr(tiling, "available_memory", lambda: 8 << 20)  # 8 MiB: forces tiles at 96x80
+    r = bench("espcn", 2, output_size=(96, 80), backends=["ort-tuned"], warmup=0, repeats=1, probe_repeats=1)
+    row = r.row("ort-tuned")
+    assert row.ms_median is not None and "tiled to fit memory" in row.note

@@ -1,0 +1,195 @@
+"""open_runner's backends against PyTorch, the choice `auto` makes, and optimize.py's rewrites."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from srexport import optimize
+from srexport.checkpoint import resolve_network
+from srexport.errors import SRExportError
+from srexport.onnx_export import onnx_from_model
+from srexport.runtime import (OnnxRuntimeRunner, TorchRunner, open_runner, open_runner_for, physical_cores,
+                              tensorrt_available)
+
+NETWORKS = ["srcnn", "srcnn_955", "fsrcnn", "fsrcnn_s", "espcn", "vdsr", "drcn", "red"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, ONNX proto, ONNX path) per (network, scale), exported once for the module."""
+    folder = tmp_path_factory.mktemp("onnx")
+    cache = {}
+
+    def get(name, scale=2):
+        if (name, scale) not in cache:
+            model, record = resolve_network(name, scale, random_weights=True)
+            proto = onnx_from_model(model, record)
+            path = folder / f"{name}_x{scale}.onnx"
+            onnx.save(proto, str(path))
+            cache[name, scale] = (model, proto, path)
+        return cache[name, scale]
+
+    return get
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, 1, 11, 14), dtype=np.float32), rng.random((2, 1, 7, 5), dtype=np.float32)]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_backends_agree_with_torch(exported, name):
+    model, _, path = exported(name)
+    reference = TorchRunner(model)
+    runners = [open_runner(onnx_path=path, backend="onnxruntime"),  # the tuned session
+               OnnxRuntimeRunner(path)]  # default session, as onnx_export uses it
+    if name in ("espcn", "fsrcnn"):
+        runners += [open_runner(model=model, backend="onnxruntime"),  # tuned, from an in-memory export
+                    open_runner(onnx_path=path, backend="auto")]
+    for x in _inputs():
+        want = reference(x)
+        for r in runners:
+            got = r(x)
+            assert got.shape == want.shape and got.dtype == np.float32
+            assert np.abs(got - want).max() <= 1e-4, r.name
+    assert runners[0].scale == 2 and all(r.scale == 2 for r in runners[2:])
+
+
+def test_auto_picks_onnxruntime_on_cpu(exported):
+    model, _, path = exported("espcn")
+    if tensorrt_available():
+        pytest.skip("TensorRT and a GPU are here: auto picks TensorRT")
+    for r in (open_runner(model=model), open_runner(onnx_path=path)):
+        assert r.name == "onnxruntime-cpu-tuned"
+        assert r.info["threads"] == physical_cores()
+        assert r.arch is not None and r.scale == 2
+    torch_runner = open_runner(model=model, backend="torch")
+    assert torch_runner.name.startswith("torch-") and torch_runner.scale == 2
+
+
+def test_tuned_session_uses_rewrites(exported):
+    _, _, path = exported("red")
+    r = open_runner(onnx_path=path)
+    assert any("ConvTranspose 3x3 stride 1 -> Conv" in line for line in r.info["rewrites"])
+    _, _, path = exported("srcnn")
+    assert any("Conv 5x5 32->1" in line for line in open_runner(onnx_path=path).info["rewrites"])
+
+
+def test_runner_errors(exported, tmp_path):
+    model, _, path = exported("espcn")
+    with pytest.raises(SRExportError, match="backend"):
+        open_runner(model=model, backend="cuda")
+    with pytest.raises(SRExportError, match="precision"):
+        open_runner(model=model, precision="int8")
+    with pytest.raises(SRExportError, match="nothing to run"):
+        open_runner()
+    with pytest.raises(SRExportError, match="needs the network"):
+        open_runner(onnx_path=path, backend="torch")
+    with pytest.raises(SRExportError, match="no such file"):
+        open_runner(onnx_path=tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(SRExportError, match="bad.onnx"):
+        open_runner(onnx_path=bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(SRExportError, match="CUDA"):
+            open_runner(model=model, backend="torch", precision="fp16")
+    with pytest.raises(SRExportError, match="x2"):
+        open_runner_for(onnx=path, scale=3)
+    assert open_runner_for(onnx=path, scale=2).scale == 2
+    assert open_runner_for("espcn", 3, random_weights=True).scale == 3
+
+
+def test_tensorrt_backend_without_tensorrt(exported):
+    if tensorrt_available():
+        pytest.skip("TensorRT is installed here")
+    model, _, _ = exported("espcn")
+    from srexport.errors import MissingBackend
+
+    with pytest.raises(MissingBackend):
+        open_runner(model=model, backend="tensorrt")
+
+
+def test_fp16_graph_runner(exported):
+    model, _, path = exported("espcn")
+    r = open_runner(onnx_path=path, backend="onnxruntime", precision="fp16")
+    x = _inputs()[0]
+    assert r.name == "onnxruntime-cpu-fp16-graph"
+    assert np.abs(r(x) - TorchRunner(model)(x)).max() < 1e-2
+
+
+def _check(original, rewritten, sizes=((1, 11, 14), (2, 6, 9), (1, 1, 1), (1, 2, 5))):
+    return optimize.max_abs_difference(original, rewritten, sizes)
+
+
+@pytest.mark.parametrize("name,scale", [("fsrcnn", 2), ("fsrcnn", 3), ("fsrcnn", 4), ("fsrcnn_s", 3),
+                                        ("red", 2), ("red", 3), ("red", 4)])
+def test_conv_transpose_rewrites_exact(exported, name, scale):
+    _, proto, _ = exported(name, scale)
+    for strided in (False, True):
+        rewritten, notes = optimize.rewrite_conv_transpose(proto, strided=strided)
+        ops = [n.op_type for n in rewritten.graph.node]
+        if strided:
+            assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+        if strided or name == "red":  # RED's decoder has stride-1 ConvTranspose layers
+            assert notes
+        assert _check(proto, rewritten) <= 1e-5
+        onnx.checker.check_model(rewritten)
+
+
+@pytest.mark.parametrize("name", ["srcnn", "srcnn_955", "espcn", "vdsr", "drcn"])
+def test_narrow_conv_rewrite_exact(exported, name):
+    _, proto, _ = exported(name)
+    rewritten, notes = optimize.rewrite_narrow_conv(proto, block=16)
+    assert notes, "every one of these ends in a convolution with few output channels"
+    assert _check(proto, rewritten) <= 1e-5
+    assert len(rewritten.graph.initializer) >= len(proto.graph.initializer)
+
+
+def test_prelu_rewrite_only_for_uniform_slopes(exported):
+    model, proto, _ = exported("fsrcnn")
+    rewritten, notes = optimize.rewrite_prelu(proto)
+    assert len(notes) == 7 and "PRelu" not in [n.op_type for n in rewritten.graph.node]
+    assert _check(proto, rewritten) == 0.0
+    with torch.no_grad():  # trained slopes differ per channel: nothing to rewrite
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.copy_(torch.linspace(-0.2, 0.6, m.weight.numel()))
+    per_channel = onnx_from_model(model, model.record if hasattr(model, "record") else
+                                  resolve_network("fsrcnn", 2, random_weights=True)[1])
+    same, notes = optimize.rewrite_prelu(per_channel)
+    assert notes == [] and same is per_channel
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_optimize_onnx_checked_within_1e5(exported, name):
+    _, proto, _ = exported(name)
+    fast, report = optimize.optimize_onnx(proto)
+    if report.rewrites:
+        assert report.applied and report.checked and report.max_abs <= 1e-5
+        assert _check(proto, fast) <= 1e-5
+    else:
+        assert fast is proto
+
+
+def test_optimize_keeps_original_when_check_fails(exported, monkeypatch):
+    _, proto, _ = exported("red")
+    monkeypatch.setattr(optimize, "max_abs_difference", lambda a, b, sizes: 1.0)
+    fast, report = optimize.optimize_onnx(proto)
+    assert fast is proto and not report.applied and "kept the original" in report.reason
+
+
+def test_drcn_running_sum_cuts_memory(exported):
+    """ONNX Runtime keeps every DRCN recursion alive through the Concat; the running sum does not."""
+    from srexport.tiling import measured_bytes_per_lr_pixel
+
+    _, proto, path = exported("drcn")
+    rewritten, notes = optimize.rewrite_ensemble_sum(proto)
+    assert notes and not [n for n in rewritten.graph.node if n.op_type == "Concat" and len(n.input) == 16]
+    assert _check(proto, rewritten) <= 1e-5
+    default = measured_bytes_per_lr_pixel(OnnxRuntimeRunner(path))
+    tuned = measured_bytes_per_lr_pixel(open_runner(onnx_path=path))
+    if default is None or tuned is None:
+        pytest.skip("peak memory is not measurable here (needs Linux /proc)")
+    assert tuned < default / 2
