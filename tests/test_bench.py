@@ -79,12 +79,3 @@ def test_macs_hand_counted_espcn_and_fsrcnn():
     # Published for one 1280x720 output: VDSR 612.6 G (REFERENCE.md).
     assert macs(build("vdsr", 2), 360, 640) / 1e9 == pytest.approx(612.6, abs=0.05)
     assert math.isclose(macs(build("espcn", 3), 240, 427) / 1e9, 2.3, abs_tol=0.1)
-
-
-def test_rows_tile_when_the_frame_would_not_fit(monkeypatch):
-    import srexport.tiling as tiling
-
-    monkeypatch.setattr(tiling, "available_memory", lambda: 8 << 20)  # 8 MiB: forces tiles at 96x80
-    r = bench("espcn", 2, output_size=(96, 80), backends=["ort-tuned"], warmup=0, repeats=1, probe_repeats=1)
-    row = r.row("ort-tuned")
-    assert row.ms_median is not None and "tiled to fit memory" in row.note
