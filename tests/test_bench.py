@@ -1,7 +1,6 @@
 """A tiny bench run (small output size) and the multiply-add counts it is built on."""
 
 import json
-import math
 
 import pytest
 
