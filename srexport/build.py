@@ -85,12 +85,18 @@ def build_artifacts(model: nn.Module, record: ModelRecord, *, fp16: bool = True,
             stage.seconds = round(time.perf_counter() - start, 2)
             progress(stage)
 
+    def reuse(stage: Stage, path: Path) -> bool:
+        """Reuse `path` if made from these weights and verified; else make sure it may be written."""
+        stage.artifact = str(path)
+        if not force and _reusable(path, source):
+            stage.status, stage.figure = "reused", _figure(path)
+            return True
+        _check_free(path, force)
+        return False
+
     def fp32_onnx(stage: Stage):
-        stage.artifact = str(paths["onnx"])
-        if not force and _reusable(paths["onnx"], source):
-            stage.status, stage.figure = "reused", _figure(paths["onnx"])
+        if reuse(stage, paths["onnx"]):
             return
-        _check_free(paths["onnx"], force)
         proto = onnx_from_model(model, record, opset=opset)
         check_onnx(proto, stage.artifact)
         result = verify_onnx(proto, model)
@@ -98,11 +104,8 @@ def build_artifacts(model: nn.Module, record: ModelRecord, *, fp16: bool = True,
         stage.status, stage.figure = "done", f"max abs {result.worst_max_abs:.2g}"
 
     def fp16_onnx(stage: Stage):
-        stage.artifact = str(paths["fp16"])
-        if not force and _reusable(paths["fp16"], source):
-            stage.status, stage.figure = "reused", _figure(paths["fp16"])
+        if reuse(stage, paths["fp16"]):
             return
-        _check_free(paths["fp16"], force)
         kept, why = KEEP_FP32.get(record.network, ((), ""))
         proto16 = fp16_from_onnx(onnx.load(str(paths["onnx"])), io=io, keep_fp32_ops=kept)
         inputs = real_inputs(FP16_SIZES)
