@@ -409,7 +409,9 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
             rows[key].note = _join(note, _one_line(e))
             return None
         if tiles[key] is not None:
-            rows[key].note = _join(note, f"tiled to fit memory: {tiles[key]}x{tiles[key]} LR tiles")
+            th, tw = tiles[key]
+            count = math.ceil(lr_h / th) * math.ceil(lr_w / tw)
+            rows[key].note = _join(note, f"tiled to fit memory: {count} tiles of {tw}x{th} LR pixels")
         return runner
 
     def run_once(key, runner) -> float:

@@ -64,3 +64,13 @@ def test_gemm_probe():
     probe = gemm_probe(n=256, repeats=2)
     assert probe["gflops"] == max(v for k, v in probe.items() if k.endswith("_gflops") and v)
     assert probe["numpy_gflops"] > 0
+
+
+def test_rows_tile_when_the_frame_would_not_fit(monkeypatch):
+    import srexport.tiling as tiling
+
+    monkeypatch.setattr(tiling, "available_memory", lambda: 64 << 20)  # 16 MiB budget: 480x270 LR does not fit
+    r = bench("espcn", 2, output_size=(960, 540), backends=["ort-tuned"], warmup=0, repeats=1, probe_repeats=1)
+    row = r.row("ort-tuned")
+    assert row.ms_median is not None, row.note
+    assert "tiled to fit memory" in row.note and "tiles of" in row.note
