@@ -158,6 +158,26 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _ort_matmul(n: int, threads: int | None):
+    """An ONNX Runtime session computing one n x n FP32 MatMul. Its idle threads do not spin: a
+    spinning probe pool would steal the cores from the network run timed right after it."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from .runtime import physical_cores
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
+         helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def gemm_probe(n: int = GEMM_N, repeats: int = 7, threads: int | None = None) -> dict:
     """FP32 GFLOP/s of an n x n x n matmul in ONNX Runtime and in NumPy (median of `repeats`)."""
     rng = np.random.default_rng(0)
@@ -167,20 +187,7 @@ def gemm_probe(n: int = GEMM_N, repeats: int = 7, threads: int | None = None) ->
     result = {"n": n}
     result["numpy_gflops"] = flop / _median_time(lambda: a @ b, repeats) / 1e9
     try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        from .runtime import physical_cores
-
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
-            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-             helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-            [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or physical_cores()
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = _ort_matmul(n, threads)
         result["onnxruntime_gflops"] = flop / _median_time(lambda: sess.run(None, {"A": a, "B": b}), repeats) / 1e9
     except ImportError:
         result["onnxruntime_gflops"] = None
@@ -199,20 +206,7 @@ class QuickProbe:
         self.b = rng.random((n, n), dtype=np.float32)
         self.flop = 2.0 * n ** 3
         try:
-            import onnxruntime as ort
-            from onnx import TensorProto, helper
-
-            from .runtime import physical_cores
-
-            graph = helper.make_graph(
-                [helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
-                [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
-                 helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-                [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])])
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads or physical_cores()
-            sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                                        .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            sess = _ort_matmul(n, threads)
             self.fn = lambda: sess.run(None, {"A": self.a, "B": self.b})
         except ImportError:
             self.fn = lambda: self.a @ self.b
