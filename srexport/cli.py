@@ -321,7 +321,9 @@ def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, t
     from .runtime import open_runner_for
     from .tiling import parse_tile
 
-    runner = open_runner_for(network, scale, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend)
+    # No spinning worker threads: colour conversion, decoding and encoding need the cores between runs.
+    runner = open_runner_for(network, scale, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend,
+                             spin=False)
     failures = upscale_many(runner, inputs, output, force=force, tile=parse_tile(tile), codec=codec, crf=crf,
                             preset=preset)
     if failures:

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .atomic import atomic_output, check_writable
 from .errors import SRExportError
+from .images import bicubic_upscale
 from .tiling import upscale_tiled
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
@@ -51,7 +51,8 @@ class VideoStats:
     codec: str
     audio_streams: int
     decode_seconds: float = 0.0  # busy time of each stage
-    network_seconds: float = 0.0
+    network_seconds: float = 0.0  # the network alone (runner calls)
+    convert_seconds: float = 0.0  # chroma upscaling and frame assembly, in the inference thread
     encode_seconds: float = 0.0
     output: str = ""
     notes: list[str] = field(default_factory=list)
@@ -64,6 +65,14 @@ class VideoStats:
         d = asdict(self)
         d["network_fps"] = self.network_fps
         return d
+
+    def summary(self) -> str:
+        """One line: end-to-end fps beside the network's own fps and each stage's busy time."""
+        (w, h), (ow, oh) = self.input_size, self.output_size
+        return (f"{self.output}: {self.frames} frames {w}x{h} -> {ow}x{oh} in {self.seconds:.1f} s: "
+                f"{self.fps:.1f} fps end to end, network alone {self.network_fps:.1f} fps (busy: decode "
+                f"{self.decode_seconds:.1f} s, network {self.network_seconds:.1f} s, chroma {self.convert_seconds:.1f} s, "
+                f"encode {self.encode_seconds:.1f} s)")
 
 
 class _Stop(Exception):
@@ -96,18 +105,11 @@ def _plane(frame, i: int) -> np.ndarray:
     return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].copy()
 
 
-class _Chroma:
-    def __init__(self, scale: int):
-        from .archs import MatlabBicubicUpsample
-
-        self.up = MatlabBicubicUpsample(scale).eval()
-
-    def __call__(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.stack([u, v])[:, None].astype(np.float32))
-        with torch.inference_mode():
-            y = self.up(x).numpy()
-        y = np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
-        return y[0, 0], y[1, 0]
+def _chroma(u: np.ndarray, v: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two chroma planes upscaled by MATLAB bicubic (FP32) and rounded to 8 bits."""
+    y = bicubic_upscale(np.stack([u, v]), scale, np.float32)
+    y = np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
+    return y[0], y[1]
 
 
 def _encoder_options(codec: str, crf: int | None, preset: str | None, bitrate: int | None) -> dict:
@@ -210,7 +212,6 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
     stop = threading.Event()
     errors: list[BaseException] = []
     ow, oh = stats.output_size
-    chroma = _Chroma(scale)
 
     def decode():
         busy = 0.0
@@ -250,7 +251,7 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
             pass
 
     def infer():
-        busy = 0.0
+        busy = network = 0.0
         try:
             while True:
                 item = _get(decoded, stop)
@@ -262,9 +263,11 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
                 _, pts, time_base, y, u, v = item
                 t = time.perf_counter()
                 x = (y.astype(np.float32) * np.float32(1 / 255))[None, None]
+                t_net = time.perf_counter()
                 y_sr = upscale_tiled(runner, x, scale, tile)[0, 0, :oh, :ow]
+                network += time.perf_counter() - t_net
                 y8 = np.clip(np.floor(y_sr * 255 + 0.5), 0, 255).astype(np.uint8)
-                u2, v2 = chroma(u, v)
+                u2, v2 = _chroma(u, v, scale)
                 u2, v2 = u2[:oh // 2, :ow // 2], v2[:oh // 2, :ow // 2]
                 frame = av.VideoFrame.from_ndarray(
                     np.concatenate([y8.ravel(), u2.ravel(), v2.ravel()]).reshape(oh * 3 // 2, ow), format="yuv420p")
@@ -278,7 +281,7 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
             errors.append(e)
             stop.set()
         finally:
-            stats.network_seconds = busy
+            stats.network_seconds, stats.convert_seconds = network, busy - network
 
     threads = [threading.Thread(target=decode, name="srexport-decode", daemon=True),
                threading.Thread(target=infer, name="srexport-infer", daemon=True)]

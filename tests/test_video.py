@@ -53,8 +53,10 @@ def test_round_trip(runner, clip, tmp_path):
     assert out["codec"] == "h264"
     assert stats.fps > 0 and stats.seconds > 0 and stats.network_seconds > 0
     assert stats.input_size == (W, H) and stats.output_size == (2 * W, 2 * H)
+    assert stats.convert_seconds >= 0 and stats.network_fps > stats.fps  # the network is one stage of several
     d = stats.to_dict()
     assert d["frames"] == FRAMES and d["network_fps"] > 0
+    assert f"{FRAMES} frames {W}x{H} -> {2 * W}x{2 * H}" in stats.summary() and "fps end to end" in stats.summary()
 
 
 def test_luma_goes_through_the_network(runner, clip, tmp_path):
@@ -92,6 +94,7 @@ def test_errors(runner, clip, tmp_path):
         upscale_video(runner, clip, tmp_path / "out.mp4", codec="no-such-codec")
 
 
-def test_video_through_upscale_many(runner, clip, tmp_path):
+def test_video_through_upscale_many(runner, clip, tmp_path, capsys):
     assert upscale_many(runner, [clip], tmp_path / "out", progress=False) == []
     assert _describe(tmp_path / "out" / "clip.mp4")["frames"] == FRAMES
+    assert "fps end to end, network alone" in capsys.readouterr().err
