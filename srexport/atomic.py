@@ -32,12 +32,14 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; artifacts get ordinary permissions
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        # Ordinary permissions, set after writing: mkstemp makes 0600, and writers such as
+        # safetensors replace the file (0600 again) instead of writing into it.
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -25,9 +25,18 @@ def test_force_and_replace(tmp_path):
 
 def test_outputs_get_ordinary_permissions(tmp_path):
     import os
+
+    from srexport.archs import build
+    from srexport.checkpoint import save_checkpoint
+
     umask = os.umask(0o022)
     try:
         path = write_text(tmp_path / "p.txt", "x")
+        # safetensors replaces the file it is given (0600): permissions are set after writing
+        model = build("espcn", 2)
+        ckpt = tmp_path / "m.safetensors"
+        save_checkpoint(model, ckpt)
     finally:
         os.umask(umask)
     assert (path.stat().st_mode & 0o777) == 0o644
+    assert (ckpt.stat().st_mode & 0o777) == 0o644
