@@ -1,6 +1,6 @@
 """Benchmark every network and write benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py                       # every network, x2, 1920x1080 output
+    python benchmarks/run_all.py                       # every network, x2, 1920x1080 output (DRCN smaller)
     python benchmarks/run_all.py --scales 2 3 4 --networks espcn fsrcnn --output-size 1280x720
 
 Each network runs `srexport.bench.bench` (every available backend in one run, a GEMM probe in
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import shlex
 import sys
 import time
@@ -22,11 +23,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from srexport.archs import list_networks  # noqa: E402
+from srexport.archs import build, list_networks  # noqa: E402
 from srexport.bench import ROWS, bench, parse_size  # noqa: E402
+from srexport.complexity import macs  # noqa: E402
 
 # The issue's targets for the auto CPU path, as a fraction of the GEMM probe.
 TARGETS = {"srcnn": 0.70, "vdsr": 0.70, "drcn": 0.70, "red": 0.70, "fsrcnn": 0.50, "espcn": 0.50}
+
+
+def output_size_for(name: str, scale: int, size: tuple[int, int], max_gflop: float) -> tuple[int, int]:
+    """`size`, or the same shape scaled down until one frame costs at most `max_gflop` (DRCN costs
+    81 TFLOP per 1080p frame: minutes per run on a CPU; its efficiency does not depend on size)."""
+    w, h = size
+    gflop = 2 * macs(build(name, scale), math.ceil(h / scale), math.ceil(w / scale)) / 1e9
+    if gflop <= max_gflop:
+        return size
+    f = math.sqrt(max_gflop / gflop)
+    return max(scale, int(w * f) // scale * scale), max(scale, int(h * f) // scale * scale)
 
 
 def summary_line(report) -> str:
@@ -34,7 +47,7 @@ def summary_line(report) -> str:
     torch_row, default = report.row("torch-fp32"), report.row("ort-default")
     baselines = [r.ms_median for r in (torch_row, default) if r is not None and r.ms_median is not None]
     if tuned is None or tuned.ms_median is None:
-        return f"| {report.network} | x{report.scale} | tuned row failed | | | | | | |"
+        return f"| {report.network} | x{report.scale} | | tuned row failed | | | | | | | |"
     best = min(baselines) if baselines else None
     target = TARGETS.get(report.network)
 
@@ -43,7 +56,8 @@ def summary_line(report) -> str:
 
     vs = "" if best is None else f"{best / tuned.ms_median:.2f}x"
     local = tuned.local_fraction
-    return (f"| {report.network} | x{report.scale} | {tuned.ms_median:,.1f} | {tuned.fps:.2f} | {tuned.gflops:.0f} | "
+    ow, oh = report.output_size
+    return (f"| {report.network} | x{report.scale} | {ow}x{oh} | {tuned.ms_median:,.1f} | {tuned.fps:.2f} | {tuned.gflops:.0f} | "
             f"{report.gemm_gflops:.0f} | {100 * tuned.peak_fraction:.0f}% {verdict(tuned.peak_fraction)} | "
             f"{'' if local is None else f'{100 * local:.0f}%'} {verdict(local)} | "
             f"{'' if target is None else f'{100 * target:.0f}%'} | {vs} |")
@@ -54,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--networks", nargs="+", default=list_networks(), choices=list_networks())
     parser.add_argument("--scales", nargs="+", type=int, default=[2], choices=[2, 3, 4])
     parser.add_argument("--output-size", default="1920x1080", help="WIDTHxHEIGHT of the output (default 1920x1080)")
+    parser.add_argument("--max-gflop", type=float, default=10000,
+                        help="a network costing more per frame runs at a smaller output of the same shape")
     parser.add_argument("--backends", nargs="+", choices=ROWS, help="rows to run (default: every available one)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
@@ -68,7 +84,8 @@ def main(argv=None) -> int:
     for scale in args.scales:
         for name in args.networks:
             print(f"== {name} x{scale} ==", file=sys.stderr, flush=True)
-            report = bench(name, scale, output_size=size, backends=args.backends, warmup=args.warmup,
+            report = bench(name, scale, output_size=output_size_for(name, scale, size, args.max_gflop),
+                           backends=args.backends, warmup=args.warmup,
                            repeats=args.repeats, long_run_s=args.long_run_s,
                            progress=lambda msg: print(f"   {msg}", file=sys.stderr, flush=True))
             print(report.table() + "\n", flush=True)
@@ -94,9 +111,9 @@ def main(argv=None) -> int:
         "",
         "## Summary: the auto CPU path (tuned ONNX Runtime)",
         "",
-        "| network | scale | ms/frame | fps | GFLOP/s | GEMM probe (peak) GFLOP/s | % of peak probe | "
+        "| network | scale | output | ms/frame | fps | GFLOP/s | GEMM probe (peak) GFLOP/s | % of peak probe | "
         "% of adjacent probes | target | speed-up over the best of PyTorch eager and default ORT |",
-        "|---|---|---:|---:|---:|---:|---|---|---|---:|",
+        "|---|---|---|---:|---:|---:|---:|---|---|---|---:|",
         *[summary_line(r) for r in reports],
         "",
         "## Every backend",

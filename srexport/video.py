@@ -327,9 +327,11 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
 
 
 def make_test_video(path: str | os.PathLike, *, frames: int = 12, width: int = 64, height: int = 48, fps: int = 24,
-                    audio: bool = True, codec: str = "libx264", seed: int = 0) -> Path:
-    """A short synthetic video (moving gradient + noise) with an optional sine audio track, for tests
-    and benchmarks."""
+                    audio: bool = True, codec: str = "libx264", seed: int = 0, content=None,
+                    options: dict | None = None) -> Path:
+    """A short video with an optional sine audio track, for tests and benchmarks: `content(i)` gives
+    frame i as (height, width, 3) uint8 RGB (default: a moving gradient with noise). `options` are
+    the encoder's (default for libx264: crf 18, preset ultrafast)."""
     import av
     from fractions import Fraction
 
@@ -337,7 +339,9 @@ def make_test_video(path: str | os.PathLike, *, frames: int = 12, width: int = 6
     rng = np.random.default_rng(seed)
     container = CONTAINERS.get(path.suffix.lower(), "mp4")
     with av.open(str(path), "w", format=container) as out:
-        vs = out.add_stream(codec, rate=fps, options={"crf": "18", "preset": "ultrafast"} if codec == "libx264" else {})
+        if options is None:
+            options = {"crf": "18", "preset": "ultrafast"} if codec == "libx264" else {}
+        vs = out.add_stream(codec, rate=fps, options=options)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         a_stream = None
         if audio:
@@ -345,8 +349,11 @@ def make_test_video(path: str | os.PathLike, *, frames: int = 12, width: int = 6
             a_stream.layout = "mono"
         yy, xx = np.mgrid[0:height, 0:width]
         for i in range(frames):
-            rgb = np.stack([(xx * 4 + i * 8) % 256, (yy * 4 + i * 4) % 256, (xx + yy + i * 16) % 256], -1)
-            rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+            if content is not None:
+                rgb = np.ascontiguousarray(content(i), dtype=np.uint8)
+            else:
+                rgb = np.stack([(xx * 4 + i * 8) % 256, (yy * 4 + i * 4) % 256, (xx + yy + i * 16) % 256], -1)
+                rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
