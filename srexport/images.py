@@ -134,10 +134,10 @@ def upscale_array(runner, decoded_planes: np.ndarray, kind: str, scale: int, *, 
     """Upscale float planes in [0, maxval]: gray (H, W) -> (sH, sW); rgb (H, W, 3) -> (sH, sW, 3).
     Unrounded result in [0, maxval] scale: float32 for 8-bit pictures (the rounding to 8 bits
     hides float32's error, and the colour work takes a quarter of the time), float64 beyond."""
-    dtype = np.float32 if maxval <= 255 else np.float64
-    if kind == "gray":
+    if kind == "gray":  # float64 here, as in `evaluate`: the two paths round identically
         y = decoded_planes[None, None].astype(np.float32) / np.float32(maxval)
-        return upscale_tiled(runner, y, scale, tile)[0, 0].astype(dtype) * dtype(maxval)
+        return upscale_tiled(runner, y, scale, tile)[0, 0].astype(np.float64) * maxval
+    dtype = np.float32 if maxval <= 255 else np.float64
     ycc = rgb2ycbcr(decoded_planes, dtype)
     y = (ycc[..., 0] / dtype(255)).astype(np.float32)[None, None]
     y_sr = upscale_tiled(runner, y, scale, tile)[0, 0].astype(dtype) * dtype(255)
