@@ -235,25 +235,44 @@ def rewrite_conv_transpose(proto: onnx.ModelProto, *, strided: bool | str = True
 
 
 def rewrite_prelu(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """PRelu whose slope is one value for every channel -> LeakyRelu(alpha), which ONNX Runtime
-    fuses into the preceding Conv (PRelu is never fused and forces NCHWc reorders around it)."""
+    """PRelu -> ops ONNX Runtime runs well. One slope for every channel: LeakyRelu(alpha), fused
+    into the preceding Conv. Per-channel slopes a, all <= 1: Max(x, x * a) (all >= 1: Min), the
+    same value; slopes on both sides of 1: x + (a - 1) * Min(x, 0), equal to rounding. ONNX
+    Runtime's PRelu is single-threaded: 64 ms on a 56-channel 960x540 tensor where Mul + Max take
+    13 and Relu + Min + Mul + Add 26 (2 cores)."""
     g = _Graph(proto)
     nodes, notes = [], []
     for node in g.graph.node:
         slope = g.const(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
-        if slope is None or slope.size == 0 or slope.dtype != np.float32 or not np.all(slope == slope.ravel()[0]):
+        # The slope broadcasts against the input; a rewrite must not change the output's shape.
+        if slope is None or slope.size == 0 or slope.dtype != np.float32 or slope.ndim > 4:
             nodes.append(node)
             continue
-        # The slope broadcasts against the input; a uniform slope only must not enlarge the output.
-        if slope.ndim > 4:
-            nodes.append(node)
-            continue
-        alpha = float(slope.ravel()[0])
-        g.release(node.input[1])
         label = node.name or node.output[0]
-        nodes.append(helper.make_node("LeakyRelu", [node.input[0]], list(node.output),
-                                      name=g.name(f"{label}/leaky"), alpha=alpha))
-        notes.append(f"{label}: PRelu with one slope {alpha:g} -> LeakyRelu")
+        if np.all(slope == slope.ravel()[0]):
+            alpha = float(slope.ravel()[0])
+            g.release(node.input[1])
+            nodes.append(helper.make_node("LeakyRelu", [node.input[0]], list(node.output),
+                                          name=g.name(f"{label}/leaky"), alpha=alpha))
+            notes.append(f"{label}: PRelu with one slope {alpha:g} -> LeakyRelu")
+            continue
+        x = node.input[0]
+        op = "Max" if np.all(slope <= 1) else "Min" if np.all(slope >= 1) else None
+        if op is not None:
+            scaled = g.name(f"{label}/scaled")
+            nodes += [helper.make_node("Mul", [x, node.input[1]], [scaled], name=g.name(f"{label}/mul")),
+                      helper.make_node(op, [x, scaled], list(node.output), name=g.name(f"{label}/{op.lower()}"))]
+            notes.append(f"{label}: PRelu with {slope.size} slopes -> {op}(x, x * slope)")
+            continue
+        # Slopes on both sides of 1: x + (slope - 1) * Min(x, 0).
+        g.release(node.input[1])
+        zero, slope_m1 = g.add_const(f"{label}/zero", np.zeros(1, np.float32)), g.add_const(
+            f"{label}/slope_minus_1", (slope - 1).astype(np.float32))
+        neg, scaled = g.name(f"{label}/negative"), g.name(f"{label}/scaled")
+        nodes += [helper.make_node("Min", [x, zero], [neg], name=g.name(f"{label}/min")),
+                  helper.make_node("Mul", [neg, slope_m1], [scaled], name=g.name(f"{label}/mul")),
+                  helper.make_node("Add", [x, scaled], list(node.output), name=g.name(f"{label}/add"))]
+        notes.append(f"{label}: PRelu with {slope.size} slopes -> x + (slope - 1) * Min(x, 0)")
     return (g.finish(nodes), notes) if notes else (proto, [])
 
 
@@ -483,6 +502,18 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
     return g.finish(nodes), notes
 
 
+def _per_channel_elementwise(proto: onnx.ModelProto) -> bool:
+    """Whether the graph has a PRelu, or an elementwise op with a constant of more than one value."""
+    g = _Graph(proto)
+    for node in g.graph.node:
+        if node.op_type == "PRelu":
+            return True
+        if node.op_type in ("Mul", "Add", "Min", "Max") and any(
+                (c := g.const(i)) is not None and c.size > 1 for i in node.input):
+            return True
+    return False
+
+
 def max_abs_difference(a: onnx.ModelProto, b: onnx.ModelProto,
                        sizes: Sequence[Sequence[int]] = CHECK_SIZES, seed: int = 0) -> float:
     """Worst |a(x) - b(x)| in ONNX Runtime (FP32, all graph optimizations) over random x of `sizes`."""
@@ -504,7 +535,7 @@ def max_abs_difference(a: onnx.ModelProto, b: onnx.ModelProto,
 # The rewrites `optimize_onnx` applies, in order. Measured on a 2-core AVX-512 CPU, ONNX Runtime 1.32,
 # x2 at 960x540 -> 1920x1080: stride-1 ConvTranspose -> Conv halves RED's decoder; the narrow-conv
 # split halves SRCNN and trims ESPCN; LeakyRelu for a uniform PRelu takes FSRCNN from ~330 to
-# ~230 ms. Strided ConvTranspose -> phase Conv + DepthToSpace is correct but slower than ONNX
+# ~230 ms, and elementwise ops for trained per-channel slopes from 193 to 148 ms. Strided ConvTranspose -> phase Conv + DepthToSpace is correct but slower than ONNX
 # Runtime's own ConvTranspose for FSRCNN's 56->1 layer at x2 and x3 (its s² = 4 or 9 outputs are
 # padded to 16 channels) and faster at x4 (16 outputs: 27 vs 32 ms), so it is used only there.
 # Padding FSRCNN's 12-channel layers to 16 (zero filters) keeps them in the blocked layout: -10%.
@@ -529,10 +560,11 @@ def optimize_onnx(proto: onnx.ModelProto, *, check: bool = True, max_abs: float 
     for name in passes:
         if name not in PASSES:
             raise ValueError(f"unknown rewrite {name!r}; known: {', '.join(PASSES)}")
-        if name == "pad_channels" and any(n.op_type == "PRelu" for n in rewritten.graph.node):
-            # A per-channel PRelu has no blocked (NCHWc) kernel, so ONNX Runtime reorders to NCHW and
-            # back around each one; plain NCHW convolutions are faster then (FSRCNN with per-channel
-            # slopes, 960x540, 2 cores: 144 -> 128 ms), and padding channels only adds work there.
+        if name == "pad_channels" and _per_channel_elementwise(rewritten):
+            # A per-channel PRelu (or the Mul/Min/Max/Add it became) has no blocked (NCHWc) kernel,
+            # so ONNX Runtime reorders to NCHW and back around each one; plain NCHW convolutions are
+            # faster then (FSRCNN x2 with per-channel slopes, 960x540, 2 cores: 137 ms against 166
+            # blocked), and padding channels only adds work there.
             report.nchwc = False
             continue
         rewritten, notes = PASSES[name](rewritten)

@@ -8,7 +8,8 @@ runner of theirs is made.
 The tuned ONNX Runtime CPU path (`OnnxRuntimeRunner(..., tuned=True)`, what `auto` picks without
 a GPU) differs from a default session in:
   * the graph: `optimize.optimize_onnx` rewrites ConvTranspose as Conv (+ DepthToSpace), a
-    uniform PRelu as LeakyRelu (fused into the Conv) and narrow convolutions (1 output channel,
+    uniform PRelu as LeakyRelu (fused into the Conv), a per-channel PRelu as multi-threaded
+    elementwise ops (ONNX Runtime's PRelu kernel runs on one thread) and narrow convolutions (1 output channel,
     padded to 16 by ONNX Runtime's NCHWc kernels) as a row Conv plus a one-hot row sum; each
     rewrite is checked to stay within 1e-5 of the original graph before it is used;
   * threads = physical cores, one inter-op thread, sequential execution, denormals flushed to zero.
