@@ -302,7 +302,7 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
 @click.option("--tile", help="Tile size in LR pixels, or 'auto' (tiles overlap by the receptive field: no seams).")
 @click.option("--codec", help="Video encoder (default libx264; libx265, libvpx-vp9, libsvtav1, ...).")
 @click.option("--crf", type=int, help="Video quality (default 18).")
-@click.option("--preset", help="Encoder preset (default medium).")
+@click.option("--preset", help="Encoder preset (default veryfast; medium makes smaller files, slower).")
 @force_option
 @user_errors
 def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, tile, codec, crf, preset, force):

@@ -242,7 +242,7 @@ def upscale_many(runner, inputs: Sequence[str | os.PathLike], out: str | os.Path
     names (`out_suffix` such as ".png" changes the image format). With a single input file, `out`
     may instead be the output file itself (it has an image or video suffix and is not a folder).
     Videos go through `video.upscale_video` with `codec`/`crf`/`preset` (defaults libx264, 18,
-    medium). A bad input is reported on one line naming the file and skipped; the rest are still
+    veryfast). A bad input is reported on one line naming the file and skipped; the rest are still
     processed. Returns the failures as (path, message): empty when everything was written, so a
     CLI exits non-zero when it is not."""
     from tqdm import tqdm

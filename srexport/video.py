@@ -36,7 +36,10 @@ from .tiling import upscale_tiled
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 PRESET_CODECS = {"libx264", "libx265", "libsvtav1"}
-DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "medium"
+# veryfast, not x264's own medium: on a CPU the encoder competes with the network for the cores.
+# ESPCN x2 to 1080p on 2 cores (benchmarks/PIPELINE.md): 9.0 fps end to end with medium, 11.4 with
+# veryfast, for files about a quarter larger at the same CRF. `--preset medium` trades back.
+DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "veryfast"
 _END = object()
 
 
