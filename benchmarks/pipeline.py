@@ -5,8 +5,8 @@
 
 Network alone: `srexport.bench.bench` for the row `auto` picks (tuned ONNX Runtime on a CPU).
 Images: one LR frame as an RGB PNG through the runner the CLI opens, median of several runs of
-(a) the network on its Y, (b) `images.upscale_array` (colour conversion, network, chroma,
-colour back: everything but the file) and (c) `images.upscale_image` file to file as PNG, BMP and
+(a) the network on its Y, (b) `images.upscale_rgb8` (colour conversion, network, chroma,
+colour back, rounding: everything but the file) and (c) `images.upscale_image` file to file as PNG, BMP and
 JPEG. Video: `srexport upscale CLIP -o OUT` as a subprocess for each x264 preset; its summary
 line gives end-to-end and network-only fps. Without --video the clip is made here: H.264 (CRF 18,
 preset medium) with AAC audio, panning across a mosaic of the Set14 and T91 photographs when
@@ -139,8 +139,7 @@ def main(argv=None) -> int:
     y = np.random.default_rng(0).random((1, 1, decoded.planes.shape[0], decoded.planes.shape[1]), dtype=np.float32)
     image_rows = [("network on Y (the runner `upscale` opens)", median_ms(lambda: runner(y), args.repeats)),
                   ("colour in, network, chroma, colour out (no file)",
-                   median_ms(lambda: images.upscale_array(runner, decoded.planes, decoded.kind, args.scale),
-                             args.repeats))]
+                   median_ms(lambda: images.upscale_rgb8(runner, decoded.planes, args.scale), args.repeats))]
     for suffix in (".bmp", ".jpg", ".png"):
         target = work / f"out{suffix}"
         image_rows.append((f"file to file, {suffix[1:].upper()} out",

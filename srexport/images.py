@@ -145,6 +145,20 @@ def upscale_array(runner, decoded_planes: np.ndarray, kind: str, scale: int, *, 
     return ycbcr2rgb(np.stack([y_sr, chroma[0], chroma[1]], axis=-1), dtype)
 
 
+def upscale_rgb8(runner, rgb: np.ndarray, scale: int, *, tile=None) -> np.ndarray:
+    """8-bit RGB (H, W, 3) -> (sH, sW, 3) uint8: Y through the network; Cb/Cr bicubic, back to RGB
+    and rounding as one ONNX Runtime graph (colour.py) where ONNX Runtime is installed."""
+    from .runtime import onnxruntime_available
+
+    if not onnxruntime_available():
+        return _round(upscale_array(runner, rgb, "rgb", scale, tile=tile), 255, np.uint8)
+    from .colour import ycbcr_to_rgb8
+
+    ycc = rgb2ycbcr(rgb, np.float32)
+    y = (ycc[..., 0] * np.float32(1 / 255))[None, None]
+    return ycbcr_to_rgb8(upscale_tiled(runner, y, scale, tile), np.moveaxis(ycc[..., 1:], -1, 0), scale)
+
+
 def upscale_image(runner, path_in: str | os.PathLike, path_out: str | os.PathLike, *, force: bool = False,
                   tile=None) -> Path:
     """Upscale one image file by `runner.scale` and write `path_out` (format from its suffix)."""
@@ -163,7 +177,9 @@ def upscale_image(runner, path_in: str | os.PathLike, path_out: str | os.PathLik
     if not scale:
         raise SRExportError("the runner does not know its scale")
     decoded, _ = _open(path_in)
-    out = upscale_array(runner, decoded.planes, decoded.kind, scale, maxval=decoded.maxval, tile=tile)
+    rgb8 = decoded.kind == "rgb" and decoded.maxval <= 255
+    out = upscale_rgb8(runner, decoded.planes, scale, tile=tile) if rgb8 else upscale_array(
+        runner, decoded.planes, decoded.kind, scale, maxval=decoded.maxval, tile=tile)
     alpha = None
     if decoded.alpha is not None and out_format in ALPHA_FORMATS:
         alpha = _round(bicubic_upscale(decoded.alpha, scale, np.float32), 255, np.uint8)
@@ -175,7 +191,7 @@ def upscale_image(runner, path_in: str | os.PathLike, path_out: str | os.PathLik
             if alpha is not None:
                 img = Image.merge("LA", (img, Image.fromarray(alpha, "L")))
     else:
-        img = Image.fromarray(_round(out, 255, np.uint8), "RGB")
+        img = Image.fromarray(out if rgb8 else _round(out, 255, np.uint8), "RGB")
         if alpha is not None:
             img = Image.merge("RGBA", (*img.split(), Image.fromarray(alpha, "L")))
     if out_format == "WEBP" and img.mode == "L":
