@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from srexport import images  # noqa: E402
 from srexport.bench import bench, machine_info, parse_size  # noqa: E402
-from srexport.data import list_images, load_image  # noqa: E402
+from srexport.data import list_images  # noqa: E402
 from srexport.runtime import open_runner_for  # noqa: E402
 from srexport.video import DEFAULT_PRESET, make_test_video  # noqa: E402
 
@@ -45,23 +45,23 @@ VIDEO_TARGET_FPS = 10.0  # the issue: ESPCN x2 to 1080p
 
 
 def photo_mosaic(width: int, height: int) -> np.ndarray | None:
-    """A canvas 2.5 frames wide and 2 high tiled with the Set14 and T91 photographs (largest first,
-    repeated until full), or None without ../shared/datasets."""
+    """A canvas 2.5 frames wide and 2 high covered with the Set14 and T91 photographs (rows of
+    photos scaled to the row's height, repeated until full), or None without ../shared/datasets."""
+    from PIL import Image
+
     folders = [DATASETS / name for name in ("Set14", "T91") if (DATASETS / name).is_dir()]
     if not folders:
         return None
-    photos = [load_image(p) for folder in folders for p in list_images(folder)]
-    photos = [np.stack([p] * 3, -1) if p.ndim == 2 else p for p in photos]
-    photos.sort(key=lambda p: -p.shape[0])
+    photos = [Image.open(p).convert("RGB") for folder in folders for p in list_images(folder)]
     cw, ch = int(width * 2.5), height * 2
     canvas = np.zeros((ch, cw, 3), np.uint8)
-    y = 0
-    k = 0
-    while y < ch:  # shelves: each row as tall as its first photo, photos cropped at the edges
-        x, row_h = 0, photos[k % len(photos)].shape[0]
+    y, k, row_h = 0, 0, max(64, height // 3)
+    while y < ch:
+        x = 0
         while x < cw:
-            p = photos[k % len(photos)][:row_h]
-            h, w = min(p.shape[0], ch - y), min(p.shape[1], cw - x)
+            p = photos[k % len(photos)]
+            p = np.asarray(p.resize((max(1, round(p.width * row_h / p.height)), row_h), Image.LANCZOS))
+            h, w = min(row_h, ch - y), min(p.shape[1], cw - x)
             canvas[y:y + h, x:x + w] = p[:h, :w]
             x += w
             k += 1
