@@ -37,9 +37,9 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
 CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 PRESET_CODECS = {"libx264", "libx265", "libsvtav1"}
 # veryfast, not x264's own medium: on a CPU the encoder competes with the network for the cores.
-# ESPCN x2 to 1080p on 2 cores (benchmarks/PIPELINE.md): 8.9 fps end to end with medium, 11.0 with
-# veryfast (encoder busy 4.4 s instead of 10.0 for 150 frames; at CRF 18 the file even came out
-# smaller, 3.3 MiB against 4.4, with less detail kept). `--preset medium` for x264's default.
+# ESPCN x2 to 1080p on 2 cores (benchmarks/PIPELINE.md): 8.9 fps end to end with medium, 11.2 with
+# veryfast (encoder busy 4.2 s instead of 10.7 for 150 frames; at CRF 18 the file even came out
+# smaller, 3.5 MiB against 4.9, with less detail kept). `--preset medium` for x264's default.
 DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "veryfast"
 _END = object()
 
