@@ -20,7 +20,6 @@ import datetime as _dt
 import math
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from srexport import images  # noqa: E402
-from srexport.bench import bench, machine_info, parse_size  # noqa: E402
+from srexport.bench import bench, machine_info, median_seconds, parse_size  # noqa: E402
 from srexport.data import list_images  # noqa: E402
 from srexport.runtime import open_runner_for  # noqa: E402
 from srexport.video import DEFAULT_PRESET, make_test_video  # noqa: E402
@@ -89,13 +88,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: int) -> str
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    return median_seconds(fn, repeats) * 1000
 
 
 def main(argv=None) -> int:

@@ -23,9 +23,7 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -148,7 +146,8 @@ class BenchReport:
 
 # --- GEMM probe -------------------------------------------------------------------------------
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls of `fn`, after one untimed call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -185,10 +184,10 @@ def gemm_probe(n: int = GEMM_N, repeats: int = 7, threads: int | None = None) ->
     b = rng.random((n, n), dtype=np.float32)
     flop = 2.0 * n ** 3
     result = {"n": n}
-    result["numpy_gflops"] = flop / _median_time(lambda: a @ b, repeats) / 1e9
+    result["numpy_gflops"] = flop / median_seconds(lambda: a @ b, repeats) / 1e9
     try:
         sess = _ort_matmul(n, threads)
-        result["onnxruntime_gflops"] = flop / _median_time(lambda: sess.run(None, {"A": a, "B": b}), repeats) / 1e9
+        result["onnxruntime_gflops"] = flop / median_seconds(lambda: sess.run(None, {"A": a, "B": b}), repeats) / 1e9
     except ImportError:
         result["onnxruntime_gflops"] = None
     result["gflops"] = max(v for k, v in result.items() if k.endswith("_gflops") and v)

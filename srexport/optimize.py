@@ -429,7 +429,6 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in g.graph.output}
-    new_weights: dict[str, np.ndarray] = {}  # node output name -> new weight (by conv identity)
     plans = []
     for a in g.graph.node:
         if a.op_type != "Conv" or a.output[0] in graph_outputs:
