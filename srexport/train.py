@@ -160,15 +160,18 @@ _RECIPES = {
         resize_factors=(1.0, 0.9, 0.8, 0.7, 0.6), init="fsrcnn", why=_FSRCNN_WHY + " FSRCNN-s: same recipe.",
     ),
     "espcn": Recipe(
-        network="espcn", optimizer="adam", lr=1e-3, lr_mult={"body.4": 0.1}, schedule="plateau",
-        gamma=0.1, patience=10, min_lr=1e-5, epochs=200, batch_size=16, lr_patch=17, lr_stride=14,
+        network="espcn", optimizer="adam", lr=1e-3, lr_mult={"body.4": 0.1}, schedule="step",
+        step_epochs=800, gamma=0.1, epochs=1200, batch_size=16, lr_patch=17, lr_stride=14,
         why=(
             "Paper: 17r x 17r HR sub-images (stride 14r: (17 - sum(k mod 2)) r), MSE, lr 0.01 falling to "
             "1e-4 when improvement stalls, last layer x0.1. Kept: sub-image size and stride, last layer "
-            "x0.1, plateau decay over the same 100x range (x0.1 after 10 epochs without a better val "
-            "PSNR); Adam at 1e-3 (-> 1e-5) instead of the paper's 0.01 because the paper's optimizer and "
-            "loss scaling are not given and Adam 1e-3 is the widely reproduced setting. LR is bicubic "
-            "(the evaluation protocol), not the paper's Gaussian blur."
+            "x0.1. Adam at 1e-3 instead of the paper's 0.01 because the paper's optimizer and loss "
+            "scaling are not given and Adam 1e-3 is the widely reproduced setting. One x0.1 step at "
+            "epoch 800 of 1200 instead of decay on a plateau: with 5 held-out validation images the "
+            "plateau rule (x0.1 after 10 epochs without a better val PSNR) fired by epoch 70 and held "
+            "1e-5 from epoch 90 (x3: val 29.11 dB after 200 epochs, Set5 31.44); the step schedule "
+            "reached val 30.01 (Set5 32.45) in 10 minutes on 2 CPU cores. LR is bicubic (the evaluation "
+            "protocol), not the paper's Gaussian blur."
         ),
     ),
     "vdsr": Recipe(
