@@ -1,6 +1,6 @@
 """Every TensorRT name srexport uses must exist in both TensorRT 10.x and 11.x.
 
-The names of each version come from srexport/_tensorrt_names/trt10.json and trt11.json, extracted
+The names of each version come from tests/tensorrt_names/trt10.json and trt11.json, extracted
 from NVIDIA's bindings wheels by tools/extract_tensorrt_names.py. Two sources of used names:
   * an AST scan of every module in srexport/ for attribute chains on the tensorrt module
     (`trt.BuilderFlag.TF32`, `trt.Runtime(...).deserialize_cuda_engine`), whatever it is called;
@@ -25,7 +25,7 @@ import srexport
 from srexport import tensorrt_build
 
 PACKAGE = Path(srexport.__file__).resolve().parent
-NAMES_DIR = PACKAGE / "_tensorrt_names"
+NAMES_DIR = Path(__file__).resolve().parent / "tensorrt_names"  # test data, not shipped
 MAJORS = (10, 11)
 # Calls that return the tensorrt module; a variable assigned from one is an alias of the module.
 MODULE_GETTERS = {"_trt"}
@@ -129,7 +129,7 @@ def _code_only(source: str) -> str:
 
 
 def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "_tensorrt_names" not in p.parts)
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 # --- the extracted name files -------------------------------------------------------------------

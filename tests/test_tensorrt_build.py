@@ -20,7 +20,7 @@ from srexport.checkpoint import ModelRecord, resolve_network
 from srexport.errors import EXIT_MISSING_BACKEND, MissingBackend, SRExportError
 from srexport.onnx_export import export_onnx, load_onnx
 
-NAMES_DIR = Path(tb.__file__).parent / "_tensorrt_names"
+NAMES_DIR = Path(__file__).resolve().parent / "tensorrt_names"
 FAKE_GPU = {"name": "NVIDIA Fake GPU 80GB", "compute_capability": "9.0"}
 
 
@@ -280,7 +280,7 @@ def test_no_cuda_raises_missing_backend(monkeypatch):
 
 class FakeTensorRT(types.ModuleType):
     """A stand-in for `tensorrt` that answers only to names the real bindings of `version` have
-    (from _tensorrt_names/trt<major>.json) and records every "Class.member" touched."""
+    (from tests/tensorrt_names/trt<major>.json) and records every "Class.member" touched."""
 
     def __init__(self, version: str, layers_json: str = INSPECTOR_10, parse_errors=()):
         super().__init__("tensorrt")

@@ -4,7 +4,7 @@
     python tools/extract_tensorrt_names.py            # newest 10.x and 11.x from the package index
     python tools/extract_tensorrt_names.py --trt10 10.16.1.11 --trt11 11.4.0.106
 
-Writes srexport/_tensorrt_names/trt10.json and trt11.json:
+Writes tests/tensorrt_names/trt10.json and trt11.json:
     {"tensorrt_version", "wheel", "sha256", "package", "python_tag", "method", "names": [...]}
 `names` holds "Class", "Class.member", "Class.Nested.MEMBER" and module-level names, sorted.
 tests/test_tensorrt_api_names.py checks every TensorRT name srexport uses against both files.
@@ -57,7 +57,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = ROOT / "srexport" / "_tensorrt_names"
+OUT_DIR = ROOT / "tests" / "tensorrt_names"
 PYTHON_VERSION = "3.11"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 # (output file, bindings package, TensorRT major version)
