@@ -1,30 +1,46 @@
-"""The ONNX Runtime output-side colour graph equals the float64 NumPy path (one level off at most,
-where float32 rounding lands on the other side of .5)."""
+"""The fused colour loops equal the float64 NumPy path (`images.upscale_array`'s arithmetic),
+including images one or two pixels wide where the symmetric border folds over itself."""
 
 import numpy as np
 import pytest
 
-from srexport.colour import ycbcr_to_rgb8
+from srexport.colour import rgb8_to_ycbcr, ycbcr_to_rgb8
 from srexport.data import rgb2ycbcr, ycbcr2rgb
 from srexport.images import _round, bicubic_upscale
 
+SHAPES = [(2, (37, 53)), (3, (20, 31)), (4, (1, 1)), (4, (9, 16)), (2, (1, 7)), (3, (2, 1)), (2, (3, 2))]
 
-@pytest.mark.parametrize("scale, shape", [(2, (37, 53)), (3, (20, 31)), (4, (1, 1)), (4, (9, 16))])
-def test_matches_float64_path(scale, shape):
+
+@pytest.mark.parametrize("scale, shape", SHAPES)
+def test_output_end_equals_float64_path(scale, shape):
     rng = np.random.default_rng(scale)
-    rgb = rng.integers(0, 256, (*shape, 3)).astype(np.float64)
-    ycc = rgb2ycbcr(rgb)
+    ycc = rgb2ycbcr(rng.integers(0, 256, (*shape, 3)).astype(np.float64))
+    cbcr = np.moveaxis(ycc[..., 1:], -1, 0)
     y_sr = rng.random((1, 1, scale * shape[0], scale * shape[1]), dtype=np.float32)  # any network output
-    chroma = bicubic_upscale(np.moveaxis(ycc[..., 1:], -1, 0), scale)
+    chroma = bicubic_upscale(cbcr, scale)
     want = _round(ycbcr2rgb(np.stack([y_sr[0, 0].astype(np.float64) * 255, chroma[0], chroma[1]], -1)), 255, np.uint8)
-    got = ycbcr_to_rgb8(y_sr, np.moveaxis(ycc[..., 1:], -1, 0), scale)
-    assert got.dtype == np.uint8 and got.shape == want.shape == (scale * shape[0], scale * shape[1], 3)
-    off = np.abs(got.astype(int) - want)
-    assert off.max() <= 1 and np.mean(off > 0) < 1e-3
+    got = ycbcr_to_rgb8(y_sr, cbcr, scale)
+    assert got.dtype == np.uint8 and got.shape == (scale * shape[0], scale * shape[1], 3)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (64, 48)])
+def test_input_end_equals_rgb2ycbcr(shape):
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3)).astype(np.uint8)
+    want = rgb2ycbcr(rgb.astype(np.float64))
+    y, cbcr = rgb8_to_ycbcr(rgb)
+    assert y.dtype == np.float32 and y.shape == (1, 1, *shape) and cbcr.shape == (2, *shape)
+    np.testing.assert_array_equal(y[0, 0], (want[..., 0] / 255).astype(np.float32))
+    np.testing.assert_allclose(cbcr, np.moveaxis(want[..., 1:], -1, 0), rtol=0, atol=1e-12)
 
 
 def test_saturates_instead_of_wrapping():
-    ycc = np.full((4, 4, 3), 128.0)
+    cbcr = np.full((2, 4, 4), 128.0)
     y_sr = np.full((1, 1, 8, 8), 2.0, np.float32)  # far above white
-    assert (ycbcr_to_rgb8(y_sr, np.moveaxis(ycc[..., 1:], -1, 0), 2) == 255).all()
-    assert (ycbcr_to_rgb8(-y_sr, np.moveaxis(ycc[..., 1:], -1, 0), 2) == 0).all()
+    assert (ycbcr_to_rgb8(y_sr, cbcr, 2) == 255).all()
+    assert (ycbcr_to_rgb8(-y_sr, cbcr, 2) == 0).all()
+
+
+def test_rejects_mismatched_sizes():
+    with pytest.raises(ValueError, match="does not match x2"):
+        ycbcr_to_rgb8(np.zeros((1, 1, 8, 9), np.float32), np.zeros((2, 4, 4)), 2)
