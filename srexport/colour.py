@@ -1,4 +1,5 @@
-"""Both colour ends of upscaling an 8-bit RGB picture, as fused multi-threaded loops (Numba).
+"""Both colour ends of upscaling an 8-bit RGB picture, and the assembly of an upscaled video
+frame, as fused multi-threaded loops (Numba; they release the GIL).
 
 In: 8-bit RGB -> MATLAB `rgb2ycbcr` -> Y / 255 for the network, Cb and Cr kept.
 Out: Cb, Cr upscaled by MATLAB bicubic (rows, then columns, as `data.imresize`), the three planes
@@ -8,7 +9,8 @@ Each end reads its inputs once and writes its outputs once, in float64 arithmeti
 equals the float64 NumPy path (`images.upscale_array`; the tests check equality). For a 1920x1080
 output on 2 cores the output end took 50-60 ms in NumPy and PyTorch and 23 ms as an ONNX Runtime
 graph of whole-image operations, against ESPCN x2's 64 ms; as one fused loop it takes 5 ms, and
-the input end 0.5 ms. The loops are compiled on first use (1-3 s) and cached on disk.
+the input end 0.5 ms. Video: Y rounded to 8 bits and U, V upscaled and rounded, written straight
+into the yuv420p frame. The loops are compiled on first use (1-3 s) and cached on disk.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _TO_YCBCR = _YCBCR_MATRIX / 255.0
 _TO_RGB_BIAS = -_RGB_MATRIX @ _YCBCR_OFFSET
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _rgb8_to_ycbcr(rgb, m, offset, y, cbcr):  # pragma: no cover - compiled
     h, w = rgb.shape[0], rgb.shape[1]
     for i in numba.prange(h):
@@ -52,35 +54,66 @@ def _mirror(i, n):  # pragma: no cover - compiled
     return i if i < n else 2 * n - 1 - i
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
+def _bicubic_row(plane, i, taps, line, out):  # pragma: no cover - compiled
+    """Output row i of MATLAB bicubic x s of `plane` (h, w) into `out` (s*w,); `line` (w+4,) is
+    scratch. The 5-tap column pass into a padded line, then the row pass phase by phase (phase q's
+    weights in registers, contiguous loads): plain unit-stride loops that LLVM vectorises, 4x
+    faster than a tap loop per output pixel."""
+    s = taps.shape[0]
+    h, w = plane.shape
+    r, p = i // s, i % s
+    r0, r1, r3, r4 = _mirror(r - 2, h), _mirror(r - 1, h), _mirror(r + 1, h), _mirror(r + 2, h)
+    a0, a1, a2, a3, a4 = taps[p, 0], taps[p, 1], taps[p, 2], taps[p, 3], taps[p, 4]
+    for x in range(w):
+        line[x + 2] = (a0 * plane[r0, x] + a1 * plane[r1, x] + a2 * plane[r, x] + a3 * plane[r3, x]
+                       + a4 * plane[r4, x])
+    for x in (-2, -1, w, w + 1):
+        line[x + 2] = line[_mirror(x, w) + 2]
+    for q in range(s):
+        b0, b1, b2, b3, b4 = taps[q, 0], taps[q, 1], taps[q, 2], taps[q, 3], taps[q, 4]
+        for x in range(w):
+            out[s * x + q] = b0 * line[x] + b1 * line[x + 1] + b2 * line[x + 2] + b3 * line[x + 3] + b4 * line[x + 4]
+
+
+@numba.njit(cache=True)
+def _round8(v):  # pragma: no cover - compiled
+    """Round half up and saturate to 8 bits (images._round)."""
+    return np.uint8(min(max(np.floor(v + 0.5), 0.0), 255.0))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _ycbcr_to_rgb8(y, cbcr, taps, m, bias, out):  # pragma: no cover - compiled
-    # Per output row: the 5-tap column pass into a padded line, the row pass phase by phase (the
-    # weights of phase q in registers, contiguous loads), then colour and rounding. Written as
-    # plain unit-stride loops so that LLVM vectorises them: 4x faster than per-pixel tap loops.
     s = taps.shape[0]
     h, w = cbcr.shape[1], cbcr.shape[2]
     for i in numba.prange(s * h):
-        r, p = i // s, i % s
-        r0, r1, r3, r4 = _mirror(r - 2, h), _mirror(r - 1, h), _mirror(r + 1, h), _mirror(r + 2, h)
-        a0, a1, a2, a3, a4 = taps[p, 0], taps[p, 1], taps[p, 2], taps[p, 3], taps[p, 4]
         line = np.empty(w + 4)
         chroma = np.empty((2, s * w))
         for c in range(2):
-            src = cbcr[c]
-            for x in range(w):
-                line[x + 2] = a0 * src[r0, x] + a1 * src[r1, x] + a2 * src[r, x] + a3 * src[r3, x] + a4 * src[r4, x]
-            for x in (-2, -1, w, w + 1):
-                line[x + 2] = line[_mirror(x, w) + 2]
-            for q in range(s):
-                b0, b1, b2, b3, b4 = taps[q, 0], taps[q, 1], taps[q, 2], taps[q, 3], taps[q, 4]
-                for x in range(w):
-                    chroma[c, s * x + q] = (b0 * line[x] + b1 * line[x + 1] + b2 * line[x + 2]
-                                            + b3 * line[x + 3] + b4 * line[x + 4])
+            _bicubic_row(cbcr[c], i, taps, line, chroma[c])
         for j in range(s * w):
             luma = 255.0 * y[0, 0, i, j]
             for k in range(3):
-                v = np.floor(m[k, 0] * luma + m[k, 1] * chroma[0, j] + m[k, 2] * chroma[1, j] + bias[k] + 0.5)
-                out[i, j, k] = np.uint8(min(max(v, 0.0), 255.0))
+                out[i, j, k] = _round8(m[k, 0] * luma + m[k, 1] * chroma[0, j] + m[k, 2] * chroma[1, j] + bias[k])
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _yuv420_frame(y, u, v, taps, oh, ow, out):  # pragma: no cover - compiled
+    # out: the frame's Y (oh x ow) then U and V (oh/2 x ow/2 each), flat, as yuv420p is laid out.
+    ch, cw = oh // 2, ow // 2
+    for i in numba.prange(oh + 2 * ch):
+        if i < oh:
+            for j in range(ow):
+                out[i * ow + j] = _round8(255.0 * y[0, 0, i, j])
+        else:
+            c, r = (i - oh) // ch, (i - oh) % ch
+            plane = u if c == 0 else v
+            line = np.empty(plane.shape[1] + 4)
+            row = np.empty(taps.shape[0] * plane.shape[1])
+            _bicubic_row(plane, r, taps, line, row)
+            base = oh * ow + c * ch * cw + r * cw
+            for j in range(cw):
+                out[base + j] = _round8(row[j])
 
 
 def rgb8_to_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,3 +139,18 @@ def ycbcr_to_rgb8(y_sr: np.ndarray, cbcr: np.ndarray, scale: int) -> np.ndarray:
     with _LAUNCH:
         _ycbcr_to_rgb8(y_sr, cbcr, phase_weights(scale), _RGB_MATRIX, _TO_RGB_BIAS, out)
     return out
+
+
+def yuv420_frame(y_sr: np.ndarray, u: np.ndarray, v: np.ndarray, scale: int, size: tuple[int, int]) -> np.ndarray:
+    """A video frame's planes after the network: Y (1, 1, >=H, >=W) in [0, 1] rounded to 8 bits,
+    the input's 8-bit U and V upscaled by MATLAB bicubic and rounded, cropped to `size` (W, H,
+    both even) -> the (H * 3 / 2, W) uint8 array of a yuv420p frame."""
+    ow, oh = size
+    u, v = (np.ascontiguousarray(p, dtype=np.float64) for p in (u, v))
+    if u.shape != v.shape or scale * u.shape[0] < oh // 2 or scale * u.shape[1] < ow // 2 \
+            or y_sr.shape[2] < oh or y_sr.shape[3] < ow or oh % 2 or ow % 2:
+        raise ValueError(f"planes Y {y_sr.shape}, U {u.shape}, V {v.shape} do not make a {ow}x{oh} frame at x{scale}")
+    out = np.empty(oh * ow * 3 // 2, np.uint8)
+    with _LAUNCH:
+        _yuv420_frame(y_sr, u, v, phase_weights(scale), oh, ow, out)
+    return out.reshape(oh * 3 // 2, ow)

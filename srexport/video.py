@@ -3,8 +3,8 @@
 Colour: decoded frames are taken as 8-bit YUV 4:2:0 (other pixel formats are converted to
 yuv420p by FFmpeg's swscale). The Y plane goes through the network directly as Y/255: video luma
 is limited-range BT.601/709, the same [16, 235] convention as the training Y from MATLAB's
-rgb2ycbcr. The chroma planes are upscaled by MATLAB bicubic (FP32; they are rounded to 8 bits
-anyway). Colour range, primaries, transfer and matrix tags are copied to the output stream.
+rgb2ycbcr. The chroma planes are upscaled by MATLAB bicubic and rounded to 8 bits in the same
+fused loop that rounds Y and lays out the output frame (colour.yuv420_frame). Colour range, primaries, transfer and matrix tags are copied to the output stream.
 
 Timing: every frame keeps its pts and the input stream's time base, so frame rate (variable or
 not) and A/V sync are kept; the output stream's nominal rate is the input's average rate. Audio
@@ -12,7 +12,7 @@ streams are remuxed packet by packet (no re-encoding).
 
 Three stages overlap: a decode thread (demux + decode + plane extraction), an inference thread
 (network + chroma) and the calling thread (encode + mux), joined by bounded queues. PyAV's codec
-calls, ONNX Runtime and PyTorch release the GIL, so the stages really run in parallel.
+calls, ONNX Runtime, PyTorch and the Numba loops release the GIL, so the stages really run in parallel.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 from .atomic import atomic_output, check_writable
 from .errors import SRExportError
-from .images import bicubic_upscale
+from .colour import yuv420_frame
 from .tiling import upscale_tiled
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
@@ -107,13 +107,6 @@ def _get(q: queue.Queue, stop: threading.Event):
 def _plane(frame, i: int) -> np.ndarray:
     p = frame.planes[i]
     return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].copy()
-
-
-def _chroma(u: np.ndarray, v: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two chroma planes upscaled by MATLAB bicubic (FP32) and rounded to 8 bits."""
-    y = bicubic_upscale(np.stack([u, v]), scale, np.float32)
-    y = np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
-    return y[0], y[1]
 
 
 def _encoder_options(codec: str, crf: int | None, preset: str | None, bitrate: int | None) -> dict:
@@ -268,13 +261,9 @@ def _pipeline(runner, inp, vin, audio_in, out, vout, audio_map, stats, scale, ti
                 t = time.perf_counter()
                 x = (y.astype(np.float32) * np.float32(1 / 255))[None, None]
                 t_net = time.perf_counter()
-                y_sr = upscale_tiled(runner, x, scale, tile)[0, 0, :oh, :ow]
+                y_sr = upscale_tiled(runner, x, scale, tile)
                 network += time.perf_counter() - t_net
-                y8 = np.clip(np.floor(y_sr * 255 + 0.5), 0, 255).astype(np.uint8)
-                u2, v2 = _chroma(u, v, scale)
-                u2, v2 = u2[:oh // 2, :ow // 2], v2[:oh // 2, :ow // 2]
-                frame = av.VideoFrame.from_ndarray(
-                    np.concatenate([y8.ravel(), u2.ravel(), v2.ravel()]).reshape(oh * 3 // 2, ow), format="yuv420p")
+                frame = av.VideoFrame.from_ndarray(yuv420_frame(y_sr, u, v, scale, (ow, oh)), format="yuv420p")
                 frame.pts, frame.time_base = pts, time_base
                 busy += time.perf_counter() - t
                 _put(upscaled, ("frame", frame), stop)

@@ -4,7 +4,7 @@ including images one or two pixels wide where the symmetric border folds over it
 import numpy as np
 import pytest
 
-from srexport.colour import rgb8_to_ycbcr, ycbcr_to_rgb8
+from srexport.colour import rgb8_to_ycbcr, ycbcr_to_rgb8, yuv420_frame
 from srexport.data import rgb2ycbcr, ycbcr2rgb
 from srexport.images import _round, bicubic_upscale
 
@@ -44,3 +44,24 @@ def test_saturates_instead_of_wrapping():
 def test_rejects_mismatched_sizes():
     with pytest.raises(ValueError, match="does not match x2"):
         ycbcr_to_rgb8(np.zeros((1, 1, 8, 9), np.float32), np.zeros((2, 4, 4)), 2)
+
+
+@pytest.mark.parametrize("scale, chroma_shape, size", [(2, (9, 16), (64, 36)), (3, (5, 7), (42, 30)),
+                                                       (3, (5, 7), (40, 28)), (4, (1, 1), (8, 8))])
+def test_video_frame_equals_rounded_planes(scale, chroma_shape, size):
+    """yuv420p layout: Y rounded, then U and V upscaled, rounded and cropped to the frame size."""
+    ow, oh = size
+    rng = np.random.default_rng(scale)
+    u, v = (rng.integers(0, 256, chroma_shape).astype(np.uint8) for _ in range(2))
+    y_sr = rng.random((1, 1, 2 * scale * chroma_shape[0], 2 * scale * chroma_shape[1]), dtype=np.float32)
+    frame = yuv420_frame(y_sr, u, v, scale, size)
+    assert frame.dtype == np.uint8 and frame.shape == (oh * 3 // 2, ow)
+    chroma = _round(bicubic_upscale(np.stack([u, v]).astype(np.float64), scale), 255, np.uint8)[:, :oh // 2, :ow // 2]
+    flat = frame.ravel()
+    np.testing.assert_array_equal(flat[:oh * ow].reshape(oh, ow), _round(y_sr[0, 0, :oh, :ow].astype(np.float64) * 255, 255, np.uint8))
+    np.testing.assert_array_equal(flat[oh * ow:].reshape(2, oh // 2, ow // 2), chroma)
+
+
+def test_video_frame_rejects_odd_sizes():
+    with pytest.raises(ValueError, match="do not make a 7x8 frame"):
+        yuv420_frame(np.zeros((1, 1, 8, 8), np.float32), np.zeros((2, 2)), np.zeros((2, 2)), 2, (7, 8))
