@@ -8,7 +8,7 @@ back to RGB (the exact inverse of `rgb2ycbcr`), rounded half up to 8 bits and in
 Each end reads its inputs once and writes its outputs once, in float64 arithmetic, so the result
 equals the float64 NumPy path (`images.upscale_array`; the tests check equality). For a 1920x1080
 output on 2 cores the output end took 50-60 ms in NumPy and PyTorch and 23 ms as an ONNX Runtime
-graph of whole-image operations, against ESPCN x2's 64 ms; as one fused loop it takes 5 ms, and
+graph of whole-image operations, against ESPCN x2's 64 ms; as one fused loop it takes 3 ms, and
 the input end 0.5 ms. Video: Y rounded to 8 bits and U, V upscaled and rounded, written straight
 into the yuv420p frame. The loops are compiled on first use (1-3 s) and cached on disk.
 """
@@ -91,10 +91,16 @@ def _ycbcr_to_rgb8(y, cbcr, taps, m, bias, out):  # pragma: no cover - compiled
         chroma = np.empty((2, s * w))
         for c in range(2):
             _bicubic_row(cbcr[c], i, taps, line, chroma[c])
+        # Each colour over the whole row first (vectorised), then the interleave: 5.4 -> 3.2 ms.
+        rgb = np.empty((3, s * w))
+        for k in range(3):
+            my, mb, mr, add = m[k, 0], m[k, 1], m[k, 2], bias[k] + 0.5
+            for j in range(s * w):
+                v = np.floor(my * (255.0 * y[0, 0, i, j]) + mb * chroma[0, j] + mr * chroma[1, j] + add)
+                rgb[k, j] = min(max(v, 0.0), 255.0)
         for j in range(s * w):
-            luma = 255.0 * y[0, 0, i, j]
             for k in range(3):
-                out[i, j, k] = _round8(m[k, 0] * luma + m[k, 1] * chroma[0, j] + m[k, 2] * chroma[1, j] + bias[k])
+                out[i, j, k] = np.uint8(rgb[k, j])
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
