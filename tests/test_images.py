@@ -187,3 +187,16 @@ def test_palette_and_gray_alpha(runner, tmp_path):
     with Image.open(tmp_path / "o" / "la.png") as im:
         assert im.mode == "LA" and im.size == (14, 12)
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "o"))
+
+
+def test_a_write_that_fails_in_the_writer_thread_is_reported(runner, tmp_path, capsys):
+    """upscale_many encodes each picture while the next one is upscaled; an encoder error (WebP is
+    limited to 16383 pixels a side) still fails only that file, with the file named."""
+    Image.fromarray(_rgb(4, 8200)).save(tmp_path / "a_wide.png")
+    Image.fromarray(_rgb()).save(tmp_path / "b_small.png")
+    failures = upscale_many(runner, [tmp_path / "a_wide.png", tmp_path / "b_small.png"], tmp_path / "out",
+                            progress=False, out_suffix=".webp")
+    assert [p.name for p, _ in failures] == ["a_wide.png"]
+    assert "a_wide.webp" in failures[0][1] and "cannot write WEBP" in failures[0][1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_small.webp"]
+    assert capsys.readouterr().err.count("error:") == 1
