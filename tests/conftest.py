@@ -15,3 +15,15 @@ def datasets():
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"{SHARED_DATASETS} is not there (the slower real-data checks need ../shared/datasets)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_folder(tmp_path_factory):
+    """srexport's cache (exported ONNX, TensorRT engines) in a folder of this test session, not ~/.cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before

@@ -201,3 +201,29 @@ def test_drcn_running_sum_cuts_memory(exported):
     if default is None or tuned is None:
         pytest.skip("peak memory is not measurable here (needs Linux /proc)")
     assert tuned < default / 2
+
+
+def test_exported_onnx_is_cached(monkeypatch):
+    """A network exported once is read back from the cache folder: the same graph, no new export;
+    other weights get another file, and a damaged file is exported again."""
+    from srexport import onnx_export
+    from srexport.runtime import cache_dir, exported_onnx
+
+    model, record = resolve_network("espcn", 2, random_weights=True, seed=3)
+    first = exported_onnx(model, record)
+    files = list((cache_dir() / "onnx").glob("espcn_x2_*.onnx"))
+    cached = [f for f in files if f.read_bytes() == first.SerializeToString()]
+    assert len(cached) == 1
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    with monkeypatch.context() as m:
+        m.setattr(onnx_export, "onnx_from_model", no_export)
+        assert exported_onnx(model, record).SerializeToString() == first.SerializeToString()
+    other, other_record = resolve_network("espcn", 2, random_weights=True, seed=4)
+    exported_onnx(other, other_record)
+    assert len(list((cache_dir() / "onnx").glob("espcn_x2_*.onnx"))) == len(files) + 1
+    cached[0].write_bytes(b"damaged")
+    assert exported_onnx(model, record).SerializeToString() == first.SerializeToString()
+    assert cached[0].read_bytes() == first.SerializeToString()
