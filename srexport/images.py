@@ -292,9 +292,10 @@ def upscale_many(runner, inputs: Sequence[str | os.PathLike], out: str | os.Path
             pending = None
             try:
                 job.result()
-            except SRExportError as e:
-                failures.append((source, str(e)))
-                _report(str(e), bar)
+            except (SRExportError, MemoryError) as e:
+                message = str(e) if isinstance(e, SRExportError) else f"{source}: out of memory while writing"
+                failures.append((source, message))
+                _report(message, bar)
 
     bar = tqdm(files, unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True, file=sys.stderr)
     for path in bar:
@@ -312,7 +313,6 @@ def upscale_many(runner, inputs: Sequence[str | os.PathLike], out: str | os.Path
                 from . import video
 
                 finish_write(bar)
-
                 stats = video.upscale_video(runner, path, target, force=force, tile=tile, progress=progress,
                                             codec=codec or video.DEFAULT_CODEC,
                                             crf=video.DEFAULT_CRF if crf is None else crf,
