@@ -152,7 +152,8 @@ def yuv420_frame(y_sr: np.ndarray, u: np.ndarray, v: np.ndarray, scale: int, siz
     the input's 8-bit U and V upscaled by MATLAB bicubic and rounded, cropped to `size` (W, H,
     both even) -> the (H * 3 / 2, W) uint8 array of a yuv420p frame."""
     ow, oh = size
-    u, v = (np.ascontiguousarray(p, dtype=np.float64) for p in (u, v))
+    u = np.ascontiguousarray(u)  # 8-bit planes as they are: the loop reads them into float64
+    v = np.ascontiguousarray(v, dtype=u.dtype)
     if u.shape != v.shape or scale * u.shape[0] < oh // 2 or scale * u.shape[1] < ow // 2 \
             or y_sr.shape[2] < oh or y_sr.shape[3] < ow or oh % 2 or ow % 2:
         raise ValueError(f"planes Y {y_sr.shape}, U {u.shape}, V {v.shape} do not make a {ow}x{oh} frame at x{scale}")

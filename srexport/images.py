@@ -134,18 +134,17 @@ def _round(x: np.ndarray, maxval: float, dtype) -> np.ndarray:
 
 def upscale_array(runner, decoded_planes: np.ndarray, kind: str, scale: int, *, maxval: float = 255.0,
                   tile=None) -> np.ndarray:
-    """Upscale float planes in [0, maxval]: gray (H, W) -> (sH, sW); rgb (H, W, 3) -> (sH, sW, 3).
-    Unrounded result in [0, maxval] scale: float32 for 8-bit pictures (the rounding to 8 bits
-    hides float32's error, and the colour work takes a quarter of the time), float64 beyond."""
+    """Upscale planes in [0, maxval]: gray (H, W) -> (sH, sW); rgb (H, W, 3) -> (sH, sW, 3).
+    Unrounded float64 result in [0, maxval] scale (8-bit RGB takes `upscale_rgb8`, which rounds
+    to the same values faster)."""
     if kind == "gray":  # float64 here, as in `evaluate`: the two paths round identically
         y = decoded_planes[None, None].astype(np.float32) / np.float32(maxval)
         return upscale_tiled(runner, y, scale, tile)[0, 0].astype(np.float64) * maxval
-    dtype = np.float32 if maxval <= 255 else np.float64
-    ycc = rgb2ycbcr(decoded_planes, dtype)
-    y = (ycc[..., 0] / dtype(255)).astype(np.float32)[None, None]
-    y_sr = upscale_tiled(runner, y, scale, tile)[0, 0].astype(dtype) * dtype(255)
-    chroma = bicubic_upscale(np.moveaxis(ycc[..., 1:], -1, 0), scale, dtype)
-    return ycbcr2rgb(np.stack([y_sr, chroma[0], chroma[1]], axis=-1), dtype)
+    ycc = rgb2ycbcr(decoded_planes)
+    y = (ycc[..., 0] / 255).astype(np.float32)[None, None]
+    y_sr = upscale_tiled(runner, y, scale, tile)[0, 0].astype(np.float64) * 255
+    chroma = bicubic_upscale(np.moveaxis(ycc[..., 1:], -1, 0), scale)
+    return ycbcr2rgb(np.stack([y_sr, chroma[0], chroma[1]], axis=-1))
 
 
 def upscale_rgb8(runner, rgb: np.ndarray, scale: int, *, tile=None) -> np.ndarray:
@@ -279,58 +278,59 @@ def upscale_many(runner, inputs: Sequence[str | os.PathLike], out: str | os.Path
     if not single_target and out.exists() and not out.is_dir():
         raise SRExportError(f"{out}: exists and is not a folder")
     targets: dict[Path, Path] = {}
+    bar = tqdm(files, unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True, file=sys.stderr)
+
+    def fail(path: Path, message: str) -> None:
+        failures.append((path, message))
+        _report(message, bar)
+
     # Each picture is encoded and written in a second thread while the next one goes through the
     # network (Pillow's encoders and the network release the GIL): PNG's zlib alone takes 2-3x the
     # network's time for ESPCN x2 at 1080p. At most one write is pending.
-    writer = ThreadPoolExecutor(max_workers=1)
     pending: tuple[Path, Future] | None = None
 
-    def finish_write(bar):
+    def finish_write() -> None:
         nonlocal pending
         if pending is not None:
             source, job = pending
             pending = None
             try:
                 job.result()
-            except (SRExportError, MemoryError) as e:
-                message = str(e) if isinstance(e, SRExportError) else f"{source}: out of memory while writing"
-                failures.append((source, message))
-                _report(message, bar)
+            except SRExportError as e:
+                fail(source, str(e))
+            except MemoryError:
+                fail(source, f"{source}: out of memory while writing")
 
-    bar = tqdm(files, unit="file", disable=not progress or len(files) < 2, dynamic_ncols=True, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name, refresh=False)
-        is_video = path.suffix.lower() in VIDEO_SUFFIXES
-        if single_target:
-            target = out
-        else:
-            target = out / (path.stem + out_suffix if out_suffix and not is_video else path.name)
-        try:
-            if target in targets:
-                raise SRExportError(f"{path}: same output name as {targets[target]} ({target})")
-            targets[target] = path
-            if is_video:
-                from . import video
-
-                finish_write(bar)
-                stats = video.upscale_video(runner, path, target, force=force, tile=tile, progress=progress,
-                                            codec=codec or video.DEFAULT_CODEC,
-                                            crf=video.DEFAULT_CRF if crf is None else crf,
-                                            preset=preset or video.DEFAULT_PRESET)
-                _report(stats.summary(), bar, prefix="")
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for path in bar:
+            bar.set_postfix_str(path.name, refresh=False)
+            is_video = path.suffix.lower() in VIDEO_SUFFIXES
+            if single_target:
+                target = out
             else:
-                picture = _upscaled(runner, path, target, force=force, tile=tile)
-                finish_write(bar)
-                pending = (path, writer.submit(_write, *picture, force=force))
-        except SRExportError as e:
-            failures.append((path, str(e)))
-            _report(str(e), bar)
-        except MemoryError:
-            message = f"{path}: out of memory (try --tile auto or a smaller --tile)"
-            failures.append((path, message))
-            _report(message, bar)
-    finish_write(bar)
-    writer.shutdown()
+                target = out / (path.stem + out_suffix if out_suffix and not is_video else path.name)
+            try:
+                if target in targets:
+                    raise SRExportError(f"{path}: same output name as {targets[target]} ({target})")
+                targets[target] = path
+                if is_video:
+                    from . import video
+
+                    finish_write()
+                    stats = video.upscale_video(runner, path, target, force=force, tile=tile, progress=progress,
+                                                codec=codec or video.DEFAULT_CODEC,
+                                                crf=video.DEFAULT_CRF if crf is None else crf,
+                                                preset=preset or video.DEFAULT_PRESET)
+                    _report(stats.summary(), bar, prefix="")
+                else:
+                    picture = _upscaled(runner, path, target, force=force, tile=tile)
+                    finish_write()
+                    pending = (path, writer.submit(_write, *picture, force=force))
+            except SRExportError as e:
+                fail(path, str(e))
+            except MemoryError:
+                fail(path, f"{path}: out of memory (try --tile auto or a smaller --tile)")
+        finish_write()
     bar.close()
     return failures
 

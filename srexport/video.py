@@ -4,7 +4,8 @@ Colour: decoded frames are taken as 8-bit YUV 4:2:0 (other pixel formats are con
 yuv420p by FFmpeg's swscale). The Y plane goes through the network directly as Y/255: video luma
 is limited-range BT.601/709, the same [16, 235] convention as the training Y from MATLAB's
 rgb2ycbcr. The chroma planes are upscaled by MATLAB bicubic and rounded to 8 bits in the same
-fused loop that rounds Y and lays out the output frame (colour.yuv420_frame). Colour range, primaries, transfer and matrix tags are copied to the output stream.
+fused loop that rounds Y and lays out the output frame (colour.yuv420_frame). Colour range,
+primaries, transfer and matrix tags are copied to the output stream.
 
 Timing: every frame keeps its pts and the input stream's time base, so frame rate (variable or
 not) and A/V sync are kept; the output stream's nominal rate is the input's average rate. Audio
@@ -12,7 +13,8 @@ streams are remuxed packet by packet (no re-encoding).
 
 Three stages overlap: a decode thread (demux + decode + plane extraction), an inference thread
 (network + chroma) and the calling thread (encode + mux), joined by bounded queues. PyAV's codec
-calls, ONNX Runtime, PyTorch and the Numba loops release the GIL, so the stages really run in parallel.
+calls, ONNX Runtime, PyTorch and the Numba loops release the GIL, so the stages really run in
+parallel.
 """
 
 from __future__ import annotations
