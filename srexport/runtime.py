@@ -282,10 +282,10 @@ def _onnx_proto(model, onnx_path):
 def exported_onnx(model: nn.Module, record) -> "onnx.ModelProto":  # noqa: F821
     """`onnx_export.onnx_from_model(model, record)`, kept in the cache folder: the export took 3.7 of
     the 6 s of a one-image `srexport upscale --model espcn` (2 cores). The file name hashes
-    everything the export depends on: weights, record, the exporter's and the network's source,
-    and the torch, onnx and onnxscript versions. A cache that cannot be written is skipped."""
+    everything the export depends on: weights, record, srexport's own source (the exporter, the
+    network and the modules it builds on), and the torch, onnx and onnxscript versions. A cache
+    that cannot be written is skipped."""
     import hashlib
-    import inspect
 
     import onnx
     import onnxscript
@@ -296,8 +296,10 @@ def exported_onnx(model: nn.Module, record) -> "onnx.ModelProto":  # noqa: F821
 
     key = hashlib.sha256()
     for part in (weights_sha256(model), record.to_json(), torch.__version__, onnx.__version__,
-                 onnxscript.__version__, inspect.getsource(onnx_export), inspect.getsource(type(model))):
+                 onnxscript.__version__):
         key.update(part.encode() + b"\0")
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        key.update(source.read_bytes())
     path = cache_dir() / "onnx" / f"{model.network_name}_x{model.scale}_{key.hexdigest()[:24]}.onnx"
     if path.is_file():
         try:
