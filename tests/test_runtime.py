@@ -75,7 +75,7 @@ def test_tuned_session_uses_rewrites(exported):
     r = open_runner(onnx_path=path)
     assert any("ConvTranspose 3x3 stride 1 -> Conv" in line for line in r.info["rewrites"])
     _, _, path = exported("srcnn")
-    assert any("Conv 5x5 32->1" in line for line in open_runner(onnx_path=path).info["rewrites"])
+    assert any("Conv 5x5 32->1 -> depthwise" in line for line in open_runner(onnx_path=path).info["rewrites"])
 
 
 def test_runner_errors(exported, tmp_path):
@@ -147,6 +147,17 @@ def test_narrow_conv_rewrite_exact(exported, name):
     assert notes, "every one of these ends in a convolution with few output channels"
     assert _check(proto, rewritten) <= 1e-5
     assert len(rewritten.graph.initializer) >= len(proto.graph.initializer)
+
+
+@pytest.mark.parametrize("name", ["srcnn", "srcnn_955", "vdsr", "drcn"])
+def test_single_output_conv_rewrite_exact(exported, name):
+    _, proto, _ = exported(name)
+    rewritten, notes = optimize.rewrite_single_output_conv(proto, block=16)
+    assert notes and all("depthwise" in line for line in notes)
+    groups = [a.i for n in rewritten.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert any(g > 1 for g in groups)
+    assert _check(proto, rewritten) <= 1e-5
+    onnx.checker.check_model(rewritten)
 
 
 @pytest.mark.parametrize("slopes, ops", [

@@ -135,6 +135,9 @@ def test_drcn_init_makes_the_recursion_an_identity():
     init_weights(model, "drcn")
     h = torch.rand(1, 4, 5, 5)
     assert torch.allclose(torch.relu(model.inference(h)), h)
+    x = torch.rand(1, 1, 6, 7)
+    out, preds = model.forward_with_intermediates(x)  # every prediction starts as the bicubic image
+    assert all(torch.equal(p, model.upsample(x)) for p in preds) and torch.allclose(out, model.upsample(x))
 
 
 # ---------------------------------------------------------------- the loop
