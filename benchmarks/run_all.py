@@ -101,7 +101,8 @@ def main(argv=None) -> int:
         f"onnxruntime {machine.get('onnxruntime', '?')}" + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
         "",
         "Times are the median ms per frame over the repeats after warm-up (rows interleaved round-robin when "
-        "memory allows); GFLOP/s counts 2 FLOP per multiply-add of the network's convolutions "
+        "memory allows; a repeat of a frame shorter than 0.25 s is the median of a burst of frames "
+        "lasting 0.25 s); GFLOP/s counts 2 FLOP per multiply-add of the network's convolutions "
         "(`srexport.complexity.macs`); the GEMM probe is the faster of ONNX Runtime's and NumPy's FP32 "
         "2048^3 matmul measured in the same run: before and after the rows, and ONNX Runtime's again "
         "right before and after every timed run. \"% of peak probe\" divides by the best probe of the "

@@ -13,7 +13,8 @@ before and after every timed run; the highest is the peak), the same fraction ag
 adjacent to each run (what the machine delivered at that moment: on a shared machine other
 processes come and go), and the speed-up over PyTorch eager. When backends can share memory the repeats are interleaved
 round-robin, so a burst of load from elsewhere on a shared machine hits every row alike; a row
-whose single run takes longer than `long_run_s` is measured by that one run.
+whose single run takes longer than `long_run_s` is measured by that one run, and a frame shorter
+than `burst_s` is timed as the median of a burst of frames lasting that long.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class BenchRow:
     speedup_vs_torch: float | None = None
     setup_s: float | None = None
     note: str = ""
-    times_ms: list[float] = field(default_factory=list)
+    times_ms: list[float] = field(default_factory=list)  # per run; a burst's median for short frames
+    frames_per_run: list[int] = field(default_factory=list)
     probe_gflops: list[float] = field(default_factory=list)  # mean of the probes around each run
 
 
@@ -326,7 +328,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int] | str = (1920, 1080),
           backends: Sequence[str] | None = None, checkpoint=None, warmup: int = 1, repeats: int = 5,
           threads: int | None = None, long_run_s: float = 20.0, interleave: bool | None = None,
-          probe_repeats: int = 7, progress: Callable[[str], None] | None = None) -> BenchReport:
+          probe_repeats: int = 7, burst_s: float = 0.25,
+          progress: Callable[[str], None] | None = None) -> BenchReport:
     """Time `network` at `scale` producing `output_size` (WIDTH, HEIGHT) on every available backend.
     `backends` limits the rows (keys of ROWS); weights come from `checkpoint`, the shipped checkpoint,
     or random initialisation when neither exists (speed does not depend on the values, except that
@@ -377,10 +380,16 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
     quick = QuickProbe(threads=threads)
 
     def timed(key, runner) -> float:
-        """One run recorded with the GEMM probes right before and after it."""
+        """One run recorded with the GEMM probes right before and after it. Frames shorter than
+        `burst_s` run back to back until that long and the run records their median: one frame
+        of 18 ms cannot outlast a hiccup of the machine, a burst of a dozen can."""
         before = quick()
-        ms = last_ms[key] = run_once(key, runner)
+        times = [run_once(key, runner)]
+        while sum(times) < burst_s * 1000:
+            times.append(run_once(key, runner))
+        ms = last_ms[key] = statistics.median(times)
         rows[key].times_ms.append(ms)
+        rows[key].frames_per_run.append(len(times))
         rows[key].probe_gflops.append((before + quick()) / 2)
         return ms
 
@@ -426,6 +435,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
                 rows[key].note = _join(rows[key].note, "one run (long)")
                 return True
             rows[key].times_ms.pop()
+            rows[key].frames_per_run.pop()
             rows[key].probe_gflops.pop()
         return False
 
@@ -435,6 +445,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         except Exception as e:  # noqa: BLE001
             rows[key].note = _join(rows[key].note, f"failed: {_one_line(e)}")
             rows[key].times_ms.clear()
+            rows[key].frames_per_run.clear()
             runners.pop(key, None)
             return True
 

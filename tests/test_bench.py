@@ -31,10 +31,17 @@ def test_bench_reports_every_cpu_row(report):
         assert r.gflops == pytest.approx(2 * report.macs / 1e9 * r.fps)
         assert r.peak_fraction == pytest.approx(r.gflops / report.gemm_gflops)
         assert r.local_fraction > 0 and len(r.probe_gflops) == r.runs
+        assert len(r.frames_per_run) == r.runs and min(r.frames_per_run) > 1  # millisecond frames: bursts
         assert r.speedup_vs_torch > 0
     assert report.row("torch-fp32").speedup_vs_torch == pytest.approx(1.0)
     for key in ("tensorrt-fp32", "tensorrt-fp16", "torch-cuda-fp16"):
         assert key in report.skipped or report.row(key) is not None
+
+
+def test_burst_off_times_single_frames():
+    r = bench("espcn", 2, output_size=(32, 24), backends=["ort-default"], repeats=3, probe_repeats=1,
+              burst_s=0).row("ort-default")
+    assert r.runs == 3 and r.frames_per_run == [1, 1, 1]
 
 
 def test_table_and_dict(report):
