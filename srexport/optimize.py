@@ -181,12 +181,12 @@ class _Graph:
         return self.model
 
 
-def _conv_node(g: _Graph, x: str, w: np.ndarray, b, out: str, label: str, pads) -> onnx.NodeProto:
+def _conv_node(g: _Graph, x: str, w: np.ndarray, b, out: str, label: str, pads, group: int = 1) -> onnx.NodeProto:
     inputs = [x, g.add_const(f"{label}/weight", w.astype(np.float32))]
     if b is not None:
         inputs.append(g.add_const(f"{label}/bias", np.asarray(b, dtype=np.float32)))
     return helper.make_node("Conv", inputs, [out], name=g.name(label), kernel_shape=list(w.shape[2:]),
-                            pads=list(pads), strides=[1, 1], dilations=[1, 1], group=1)
+                            pads=list(pads), strides=[1, 1], dilations=[1, 1], group=group)
 
 
 def rewrite_conv_transpose(proto: onnx.ModelProto, *, strided: bool | str = True,
@@ -356,8 +356,27 @@ def _pad(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
+def _plain_conv(g: _Graph, node: onnx.NodeProto):
+    """(weight, bias or None, pads) of an FP32 Conv with constant weights (and bias), one group,
+    stride 1, dilation 1 and explicit pads; None for any other node."""
+    w = g.const(node.input[1]) if node.op_type == "Conv" and node.domain in ("", "ai.onnx") else None
+    if w is None or w.ndim != 4 or w.dtype != np.float32:
+        return None
+    a = _attrs(node)
+    if (a.get("group", 1) != 1 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+            or any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1]))):
+        return None
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = g.const(node.input[2])
+        if bias is None:
+            return None
+    return w, bias, list(a.get("pads", [0, 0, 0, 0]))
+
+
 def rewrite_narrow_conv(proto: onnx.ModelProto, *, block: int | None = None) -> tuple[onnx.ModelProto, list[str]]:
-    """A Conv with few output channels (SRCNN's 5x5 32->1, ESPCN's 3x3 32->s²) is padded by ONNX
+    """A Conv with few output channels (ESPCN's 3x3 32->s², SRCNN's 5x5 32->1 when
+    `rewrite_single_output_conv` has not taken it) is padded by ONNX
     Runtime to a full block of 16 (AVX-512) output channels, so 1 output costs as much as 16.
     Split the k_h x k_w kernel: a 1 x k_w Conv producing one channel per (output, kernel row),
     which fills the block, then a k_h x 1 Conv whose one-hot weights add the rows up:
@@ -368,16 +387,11 @@ def rewrite_narrow_conv(proto: onnx.ModelProto, *, block: int | None = None) -> 
     g = _Graph(proto)
     nodes, notes = [], []
     for node in g.graph.node:
-        w = g.const(node.input[1]) if node.op_type == "Conv" and node.domain in ("", "ai.onnx") else None
-        a = _attrs(node) if w is not None else {}
-        ok = (w is not None and w.ndim == 4 and w.dtype == np.float32 and a.get("group", 1) == 1
-              and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-              and all(v == 1 for v in a.get("strides", [1, 1])) and all(v == 1 for v in a.get("dilations", [1, 1])))
-        has_bias = ok and len(node.input) > 2 and bool(node.input[2])
-        bias = g.const(node.input[2]) if has_bias else None
-        if not ok or (has_bias and bias is None):
+        conv = _plain_conv(g, node)
+        if conv is None:
             nodes.append(node)
             continue
+        w, bias, pads = conv
         cout, cin, kh, kw = w.shape
         mid = cout * kh
         cin_cost = cin if cin < block else _pad(cin, block)
@@ -386,7 +400,6 @@ def rewrite_narrow_conv(proto: onnx.ModelProto, *, block: int | None = None) -> 
         if kh < 2 or cout >= block or mid > block or after >= 0.75 * before:
             nodes.append(node)
             continue
-        pads = list(a.get("pads", [0, 0, 0, 0]))
         label = node.name or node.output[0]
         w_rows = np.ascontiguousarray(w.transpose(0, 2, 1, 3).reshape(mid, cin, 1, kw))  # (o, a) major
         w_sum = np.zeros((cout, mid, kh, 1), np.float32)
@@ -415,26 +428,16 @@ def rewrite_single_output_conv(proto: onnx.ModelProto, *, block: int | None = No
     g = _Graph(proto)
     nodes, notes = [], []
     for node in g.graph.node:
-        w = g.const(node.input[1]) if node.op_type == "Conv" and node.domain in ("", "ai.onnx") else None
-        a = _attrs(node) if w is not None else {}
-        ok = (w is not None and w.ndim == 4 and w.dtype == np.float32 and w.shape[0] == 1
-              and w.shape[1] % block == 0 and w.shape[2] * w.shape[3] > 1 and a.get("group", 1) == 1
-              and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-              and all(v == 1 for v in a.get("strides", [1, 1])) and all(v == 1 for v in a.get("dilations", [1, 1])))
-        has_bias = ok and len(node.input) > 2 and bool(node.input[2])
-        bias = g.const(node.input[2]) if has_bias else None
-        if not ok or (has_bias and bias is None):
+        w, bias, pads = _plain_conv(g, node) or (None, None, None)
+        if w is None or w.shape[0] != 1 or w.shape[1] % block or w.shape[2] * w.shape[3] < 2:
             nodes.append(node)
             continue
         _, cin, kh, kw = w.shape
         label = node.name or node.output[0]
         per_channel = g.name(f"{node.output[0]}/per_channel")
         g.release(*node.input[1:])
-        depthwise = _conv_node(g, node.input[0], w.reshape(cin, 1, kh, kw), None, per_channel, f"{label}/depthwise",
-                               a.get("pads", [0, 0, 0, 0]))
-        depthwise.attribute.remove(next(x for x in depthwise.attribute if x.name == "group"))
-        depthwise.attribute.append(helper.make_attribute("group", cin))
-        nodes.append(depthwise)
+        nodes.append(_conv_node(g, node.input[0], w.reshape(cin, 1, kh, kw), None, per_channel, f"{label}/depthwise",
+                                pads, group=cin))
         nodes.append(_conv_node(g, per_channel, np.ones((1, cin, 1, 1), np.float32), bias, node.output[0],
                                 f"{label}/sum_channels", [0, 0, 0, 0]))
         notes.append(f"{label}: Conv {kh}x{kw} {cin}->1 -> depthwise Conv {kh}x{kw} ({cin} groups) + Conv 1x1 "
