@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from srexport.archs import build, list_networks  # noqa: E402
-from srexport.bench import ROWS, bench, parse_size  # noqa: E402
+from srexport.bench import BURST_S, ROWS, bench, parse_size  # noqa: E402
 from srexport.complexity import macs  # noqa: E402
 
 # The targets for the auto CPU path, as a fraction of the GEMM probe.
@@ -101,8 +101,8 @@ def main(argv=None) -> int:
         f"onnxruntime {machine.get('onnxruntime', '?')}" + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
         "",
         "Times are the median ms per frame over the repeats after warm-up (rows interleaved round-robin when "
-        "memory allows; a repeat of a frame shorter than 0.25 s is the median of a burst of frames "
-        "lasting 0.25 s); GFLOP/s counts 2 FLOP per multiply-add of the network's convolutions "
+        f"memory allows; a repeat of a frame shorter than {BURST_S:g} s is the median of a burst of frames "
+        f"lasting {BURST_S:g} s); GFLOP/s counts 2 FLOP per multiply-add of the network's convolutions "
         "(`srexport.complexity.macs`); the GEMM probe is the faster of ONNX Runtime's and NumPy's FP32 "
         "2048^3 matmul measured in the same run: before and after the rows, and ONNX Runtime's again "
         "right before and after every timed run. \"% of peak probe\" divides by the best probe of the "

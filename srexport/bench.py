@@ -92,6 +92,16 @@ class BenchRow:
     frames_per_run: list[int] = field(default_factory=list)
     probe_gflops: list[float] = field(default_factory=list)  # mean of the probes around each run
 
+    def add_run(self, ms: float, frames: int, probe_gflops: float) -> None:
+        self.times_ms.append(ms)
+        self.frames_per_run.append(frames)
+        self.probe_gflops.append(probe_gflops)
+
+    def drop_runs(self, last_only: bool = False) -> None:
+        """Forget the last run (a warm-up measured the same way) or all of them (a failed row)."""
+        for runs in (self.times_ms, self.frames_per_run, self.probe_gflops):
+            del runs[-1 if last_only else 0:]
+
 
 @dataclass
 class BenchReport:
@@ -325,10 +335,13 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+BURST_S = 0.25  # a frame shorter than this is timed as the median of a burst lasting this long
+
+
 def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int] | str = (1920, 1080),
           backends: Sequence[str] | None = None, checkpoint=None, warmup: int = 1, repeats: int = 5,
           threads: int | None = None, long_run_s: float = 20.0, interleave: bool | None = None,
-          probe_repeats: int = 7, burst_s: float = 0.25,
+          probe_repeats: int = 7, burst_s: float = BURST_S,
           progress: Callable[[str], None] | None = None) -> BenchReport:
     """Time `network` at `scale` producing `output_size` (WIDTH, HEIGHT) on every available backend.
     `backends` limits the rows (keys of ROWS); weights come from `checkpoint`, the shipped checkpoint,
@@ -388,9 +401,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         while sum(times) < burst_s * 1000:
             times.append(run_once(key, runner))
         ms = last_ms[key] = statistics.median(times)
-        rows[key].times_ms.append(ms)
-        rows[key].frames_per_run.append(len(times))
-        rows[key].probe_gflops.append((before + quick()) / 2)
+        rows[key].add_run(ms, len(times), (before + quick()) / 2)
         return ms
 
     def open_row(key):
@@ -434,9 +445,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
             if ms / 1000 > long_run_s:
                 rows[key].note = _join(rows[key].note, "one run (long)")
                 return True
-            rows[key].times_ms.pop()
-            rows[key].frames_per_run.pop()
-            rows[key].probe_gflops.pop()
+            rows[key].drop_runs(last_only=True)
         return False
 
     def guarded(key, fn):
@@ -444,8 +453,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
             return fn()
         except Exception as e:  # noqa: BLE001
             rows[key].note = _join(rows[key].note, f"failed: {_one_line(e)}")
-            rows[key].times_ms.clear()
-            rows[key].frames_per_run.clear()
+            rows[key].drop_runs()
             runners.pop(key, None)
             return True
 

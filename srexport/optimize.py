@@ -387,11 +387,10 @@ def rewrite_narrow_conv(proto: onnx.ModelProto, *, block: int | None = None) -> 
     g = _Graph(proto)
     nodes, notes = [], []
     for node in g.graph.node:
-        conv = _plain_conv(g, node)
-        if conv is None:
+        w, bias, pads = _plain_conv(g, node) or (None, None, None)
+        if w is None:
             nodes.append(node)
             continue
-        w, bias, pads = conv
         cout, cin, kh, kw = w.shape
         mid = cout * kh
         cin_cost = cin if cin < block else _pad(cin, block)
