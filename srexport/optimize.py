@@ -18,7 +18,9 @@ AVX2) and pad smaller counts:
 
 * a PRelu with one slope for every channel (FSRCNN as initialised) becomes LeakyRelu, which ONNX
   Runtime fuses into the convolution; a PRelu is never fused and forces reorders around it. With
-  per-channel slopes (trained FSRCNN) the tuned path switches the NCHWc layout off instead.
+  per-channel slopes (trained FSRCNN) the tuned path switches the NCHWc layout off instead, and
+  each PRelu becomes Max(x, x * slope), two passes over the tensor instead of ORT's slow PRelu
+  (channels with a slope above 1 are negated around it to make that form exact).
 * a Conv whose output feeds only Convs (through at most one activation) and has a channel count
   short of a block multiple (FSRCNN's 12, 56) gets zero filters up to the multiple and its
   consumers zero weights for them, so ONNX Runtime keeps the tensor blocked.
@@ -160,8 +162,11 @@ class _Graph:
         return _unique(base, self.taken)
 
     def add_const(self, base: str, value: np.ndarray) -> str:
+        """A new initializer, used once (by the node the caller gives it to)."""
         name = self.name(base)
-        self.new_inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        self.new_inits.append(tensor)
+        self.inits[name], self.uses[name] = tensor, 1
         return name
 
     def release(self, *names: str) -> None:
@@ -175,9 +180,9 @@ class _Graph:
     def finish(self, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
         del self.graph.node[:]
         self.graph.node.extend(nodes)
-        kept = [t for t in self.graph.initializer if t.name not in self.drop]
+        kept = [t for t in (*self.graph.initializer, *self.new_inits) if t.name not in self.drop]
         del self.graph.initializer[:]
-        self.graph.initializer.extend(kept + self.new_inits)
+        self.graph.initializer.extend(kept)
         return self.model
 
 
@@ -235,14 +240,63 @@ def rewrite_conv_transpose(proto: onnx.ModelProto, *, strided: bool | str = True
     return (g.finish(nodes), notes) if notes else (proto, [])
 
 
+def _fold_sign_flip(g: _Graph, prelu: onnx.NodeProto, slope: np.ndarray, producer, consumers):
+    """Slopes with every a > 1 replaced by 1 / a, after negating those channels' filters in
+    `producer` (a Conv read only by `prelu`) and scaling their input weights by -a in every
+    consumer (plain Convs and ConvTransposes), which keeps the network's output; None when the
+    neighbours are not such layers (the graph is then left untouched)."""
+    channels = slope.size
+    if slope.shape not in ((channels, 1, 1), (1, channels, 1, 1)) or producer is None or producer.op_type != "Conv" \
+            or g.uses.get(producer.output[0]) != 1 or not consumers or g.uses.get(prelu.output[0]) != len(consumers):
+        return None
+    weight = g.const(producer.input[1])
+    bias = g.const(producer.input[2]) if len(producer.input) > 2 and producer.input[2] else None
+    if weight is None or weight.shape[0] != channels or _attrs(producer).get("group", 1) != 1 \
+            or (len(producer.input) > 2 and producer.input[2] and bias is None):
+        return None
+    axes = []  # the consumers' input-channel axis: 1 for Conv, 0 for ConvTranspose weights
+    for c in consumers:
+        w = g.const(c.input[1]) if len(c.input) > 1 and c.input[0] == prelu.output[0] else None
+        axis = {"Conv": 1, "ConvTranspose": 0}.get(c.op_type)
+        if w is None or axis is None or _attrs(c).get("group", 1) != 1 or w.shape[axis] != channels \
+                or prelu.output[0] in c.input[1:]:
+            return None
+        axes.append(axis)
+    a = slope.reshape(channels).astype(np.float32)
+    flip = a > 1
+    sign = np.where(flip, -1.0, 1.0).astype(np.float32)
+    factor = np.where(flip, -a, 1.0).astype(np.float32)
+    label = producer.name or producer.output[0]
+    g.release(producer.input[1])
+    producer.input[1] = g.add_const(f"{label}/weight_signed", weight * sign.reshape((-1,) + (1,) * (weight.ndim - 1)))
+    if bias is not None:
+        g.release(producer.input[2])
+        producer.input[2] = g.add_const(f"{label}/bias_signed", bias * sign)
+    for c, axis in zip(consumers, axes):
+        w = g.const(c.input[1])
+        shape = [1] * w.ndim
+        shape[axis] = channels
+        g.release(c.input[1])
+        c.input[1] = g.add_const(f"{c.name or c.output[0]}/weight_folded", w * factor.reshape(shape))
+    return np.where(flip, np.float32(1) / a, a).astype(np.float32).reshape(slope.shape)
+
+
 def rewrite_prelu(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """PRelu -> ops ONNX Runtime runs well. One slope for every channel: LeakyRelu(alpha), fused
     into the preceding Conv. Per-channel slopes a, all <= 1: Max(x, x * a) (all >= 1: Min), the
-    same value; slopes on both sides of 1: x + (a - 1) * Min(x, 0), equal to rounding. ONNX
-    Runtime's PRelu is single-threaded: 64 ms on a 56-channel 960x540 tensor where Mul + Max take
-    13 and Relu + Min + Mul + Add 26 (2 cores)."""
+    same value. Slopes on both sides of 1 between two convolutions (trained FSRCNN): each channel
+    with a > 1 is negated, PRelu_a(x) = -a * Max(-x, -x / a), the sign folded into the producing
+    Conv's filter and -a into the consumers' weights, so that Max(x, x * slope) serves every
+    channel; otherwise x + (a - 1) * Min(x, 0). Both are equal to rounding. ONNX Runtime's PRelu
+    is single-threaded: 64 ms on a 56-channel 960x540 tensor where Mul + Max take 13 and
+    Min + Mul + Add 21 (2 cores)."""
     g = _Graph(proto)
     nodes, notes = [], []
+    producers = {out: node for node in g.graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     for node in g.graph.node:
         slope = g.const(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
         # The slope broadcasts against the input; a rewrite must not change the output's shape.
@@ -257,13 +311,20 @@ def rewrite_prelu(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
                                           name=g.name(f"{label}/leaky"), alpha=alpha))
             notes.append(f"{label}: PRelu with one slope {alpha:g} -> LeakyRelu")
             continue
-        x = node.input[0]
+        x, slope_name, flipped = node.input[0], node.input[1], ""
+        if np.any(slope > 1) and np.any(slope < 1):
+            folded = _fold_sign_flip(g, node, slope, producers.get(x), consumers.get(node.output[0], []))
+            if folded is not None:
+                g.release(slope_name)
+                n = int((slope > 1).sum())
+                flipped = f" ({n} channel{'s' if n > 1 else ''} negated around it)"
+                slope, slope_name = folded, g.add_const(f"{label}/slope", folded)
         op = "Max" if np.all(slope <= 1) else "Min" if np.all(slope >= 1) else None
         if op is not None:
             scaled = g.name(f"{label}/scaled")
-            nodes += [helper.make_node("Mul", [x, node.input[1]], [scaled], name=g.name(f"{label}/mul")),
+            nodes += [helper.make_node("Mul", [x, slope_name], [scaled], name=g.name(f"{label}/mul")),
                       helper.make_node(op, [x, scaled], list(node.output), name=g.name(f"{label}/{op.lower()}"))]
-            notes.append(f"{label}: PRelu with {slope.size} slopes -> {op}(x, x * slope)")
+            notes.append(f"{label}: PRelu with {slope.size} slopes -> {op}(x, x * slope){flipped}")
             continue
         # Slopes on both sides of 1: x + (slope - 1) * Min(x, 0).
         g.release(node.input[1])

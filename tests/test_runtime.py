@@ -164,7 +164,7 @@ def test_single_output_conv_rewrite_exact(exported, name):
     (None, {"LeakyRelu"}),  # a fresh FSRCNN: one slope (0.25) everywhere
     ((-0.2, 0.6), {"Mul", "Max"}),  # per channel, all <= 1
     ((1.5, 3.0), {"Mul", "Min"}),  # per channel, all >= 1
-    ((-0.5, 2.0), {"Min", "Mul", "Add"}),  # both sides of 1
+    ((-0.5, 2.0), {"Mul", "Max"}),  # both sides of 1: channels above 1 negated around the PRelu
 ])
 def test_prelu_rewrites_are_exact(exported, slopes, ops):
     model, proto, _ = exported("fsrcnn")
@@ -177,8 +177,46 @@ def test_prelu_rewrites_are_exact(exported, slopes, ops):
         proto = onnx_from_model(model, resolve_network("fsrcnn", 2, random_weights=True)[1])
     rewritten, notes = optimize.rewrite_prelu(proto)
     kinds = {n.op_type for n in rewritten.graph.node}
-    assert len(notes) == 7 and "PRelu" not in kinds and ops <= kinds
-    assert _check(proto, rewritten) <= (0.0 if slopes is None or ops != {"Min", "Mul", "Add"} else 1e-6)
+    assert len(notes) == 7 and "PRelu" not in kinds and ops == kinds - {"Conv", "ConvTranspose"}
+    flipped = slopes is not None and slopes[1] > 1 > slopes[0]
+    assert all("negated" in line for line in notes) == flipped
+    assert _check(proto, rewritten) <= (1e-6 if flipped else 0.0)
+    onnx.checker.check_model(rewritten)
+    used = {name for n in rewritten.graph.node for name in n.input}
+    assert all(t.name in used for t in rewritten.graph.initializer)  # replaced weights are dropped
+
+
+def _conv_prelu_graph(slopes: np.ndarray, then_conv: bool) -> onnx.ModelProto:
+    """x -> Conv 3x3 1->C -> PRelu(slopes) [-> Conv 1x1 C->1]: the PRelu's output is the graph's
+    output when `then_conv` is False."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    c = slopes.size
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 1, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b1"),
+             numpy_helper.from_array(slopes.reshape(c, 1, 1).astype(np.float32), "slope"),
+             numpy_helper.from_array(rng.standard_normal((1, c, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["h", "slope"], ["a" if then_conv else "y"])]
+    if then_conv:
+        nodes.append(helper.make_node("Conv", ["a", "w2"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits if then_conv else inits[:3])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("then_conv", [True, False])
+def test_prelu_sign_flip_needs_convs_on_both_sides(then_conv):
+    proto = _conv_prelu_graph(np.array([-0.5, 0.3, 1.0, 1.7, 4.0]), then_conv)
+    rewritten, notes = optimize.rewrite_prelu(proto)
+    kinds = {n.op_type for n in rewritten.graph.node}
+    if then_conv:  # two channels above 1 flipped: every channel then takes Max(x, x * slope)
+        assert "(2 channels negated around it)" in notes[0] and "Min" not in kinds and "Max" in kinds
+    else:  # the PRelu's output leaves the graph: nothing to fold -a into
+        assert "negated" not in notes[0] and {"Min", "Add"} <= kinds
+    assert _check(proto, rewritten) <= 1e-6
 
 
 @pytest.mark.parametrize("name", NETWORKS)
