@@ -137,7 +137,8 @@ def _phase_conv(weight: np.ndarray, bias, s: int, kernel, pb):
 
 
 class _Graph:
-    """Mutable view of a copied graph: constant initializers by name, use counts, fresh names."""
+    """Mutable view of a copied graph: constant initializers by name, use counts, the nodes that
+    read each tensor (as the graph was copied), fresh names."""
 
     def __init__(self, proto: onnx.ModelProto):
         self.model = onnx.ModelProto()
@@ -145,9 +146,11 @@ class _Graph:
         self.graph = self.model.graph
         self.inits = {t.name: t for t in self.graph.initializer}
         self.uses: dict[str, int] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.graph.node:
             for name in node.input:
                 self.uses[name] = self.uses.get(name, 0) + 1
+                self.consumers.setdefault(name, []).append(node)
         for out in self.graph.output:
             self.uses[out.name] = self.uses.get(out.name, 0) + 1
         self.taken = set(self.inits) | {n for node in self.graph.node for n in (*node.input, *node.output)}
@@ -168,6 +171,11 @@ class _Graph:
         self.new_inits.append(tensor)
         self.inits[name], self.uses[name] = tensor, 1
         return name
+
+    def replace_const(self, node: onnx.NodeProto, index: int, base: str, value: np.ndarray) -> None:
+        """Point `node`'s input `index` (a constant) at a new initializer holding `value`."""
+        self.release(node.input[index])
+        node.input[index] = self.add_const(base, value)
 
     def release(self, *names: str) -> None:
         """One use of each of `names` is gone (its node is replaced); drop initializers left unused."""
@@ -240,19 +248,17 @@ def rewrite_conv_transpose(proto: onnx.ModelProto, *, strided: bool | str = True
     return (g.finish(nodes), notes) if notes else (proto, [])
 
 
-def _fold_sign_flip(g: _Graph, prelu: onnx.NodeProto, slope: np.ndarray, producer, consumers):
+def _fold_sign_flip(g: _Graph, prelu: onnx.NodeProto, slope: np.ndarray, producer):
     """Slopes with every a > 1 replaced by 1 / a, after negating those channels' filters in
     `producer` (a Conv read only by `prelu`) and scaling their input weights by -a in every
-    consumer (plain Convs and ConvTransposes), which keeps the network's output; None when the
-    neighbours are not such layers (the graph is then left untouched)."""
+    consumer of `prelu` (plain Convs and ConvTransposes), which keeps the network's output; None
+    when the neighbours are not such layers (the graph is then left untouched). The producer and
+    consumers are changed in place: `rewrite_prelu` keeps their node protos."""
     channels = slope.size
-    if slope.shape not in ((channels, 1, 1), (1, channels, 1, 1)) or producer is None or producer.op_type != "Conv" \
+    consumers = g.consumers.get(prelu.output[0], [])
+    weights = _conv_weights(g, producer) if producer is not None else None
+    if _channel_slope(g, prelu, channels) is None or weights is None or weights[0].shape[0] != channels \
             or g.uses.get(producer.output[0]) != 1 or not consumers or g.uses.get(prelu.output[0]) != len(consumers):
-        return None
-    weight = g.const(producer.input[1])
-    bias = g.const(producer.input[2]) if len(producer.input) > 2 and producer.input[2] else None
-    if weight is None or weight.shape[0] != channels or _attrs(producer).get("group", 1) != 1 \
-            or (len(producer.input) > 2 and producer.input[2] and bias is None):
         return None
     axes = []  # the consumers' input-channel axis: 1 for Conv, 0 for ConvTranspose weights
     for c in consumers:
@@ -266,18 +272,16 @@ def _fold_sign_flip(g: _Graph, prelu: onnx.NodeProto, slope: np.ndarray, produce
     flip = a > 1
     sign = np.where(flip, -1.0, 1.0).astype(np.float32)
     factor = np.where(flip, -a, 1.0).astype(np.float32)
+    weight, bias = weights
     label = producer.name or producer.output[0]
-    g.release(producer.input[1])
-    producer.input[1] = g.add_const(f"{label}/weight_signed", weight * sign.reshape((-1,) + (1,) * (weight.ndim - 1)))
+    g.replace_const(producer, 1, f"{label}/weight_signed", weight * sign[:, None, None, None])
     if bias is not None:
-        g.release(producer.input[2])
-        producer.input[2] = g.add_const(f"{label}/bias_signed", bias * sign)
+        g.replace_const(producer, 2, f"{label}/bias_signed", bias * sign)
     for c, axis in zip(consumers, axes):
         w = g.const(c.input[1])
         shape = [1] * w.ndim
         shape[axis] = channels
-        g.release(c.input[1])
-        c.input[1] = g.add_const(f"{c.name or c.output[0]}/weight_folded", w * factor.reshape(shape))
+        g.replace_const(c, 1, f"{c.name or c.output[0]}/weight_folded", w * factor.reshape(shape))
     return np.where(flip, np.float32(1) / a, a).astype(np.float32).reshape(slope.shape)
 
 
@@ -293,10 +297,6 @@ def rewrite_prelu(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     g = _Graph(proto)
     nodes, notes = [], []
     producers = {out: node for node in g.graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     for node in g.graph.node:
         slope = g.const(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
         # The slope broadcasts against the input; a rewrite must not change the output's shape.
@@ -313,7 +313,7 @@ def rewrite_prelu(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             continue
         x, slope_name, flipped = node.input[0], node.input[1], ""
         if np.any(slope > 1) and np.any(slope < 1):
-            folded = _fold_sign_flip(g, node, slope, producers.get(x), consumers.get(node.output[0], []))
+            folded = _fold_sign_flip(g, node, slope, producers.get(x))
             if folded is not None:
                 g.release(slope_name)
                 n = int((slope > 1).sum())
@@ -417,22 +417,29 @@ def _pad(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
-def _plain_conv(g: _Graph, node: onnx.NodeProto):
-    """(weight, bias or None, pads) of an FP32 Conv with constant weights (and bias), one group,
-    stride 1, dilation 1 and explicit pads; None for any other node."""
+def _conv_weights(g: _Graph, node: onnx.NodeProto):
+    """(weight, bias or None) of a one-group FP32 Conv whose weight (and bias) are constants; None
+    for any other node."""
     w = g.const(node.input[1]) if node.op_type == "Conv" and node.domain in ("", "ai.onnx") else None
-    if w is None or w.ndim != 4 or w.dtype != np.float32:
-        return None
-    a = _attrs(node)
-    if (a.get("group", 1) != 1 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
-            or any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1]))):
+    if w is None or w.ndim != 4 or w.dtype != np.float32 or _attrs(node).get("group", 1) != 1:
         return None
     bias = None
     if len(node.input) > 2 and node.input[2]:
         bias = g.const(node.input[2])
         if bias is None:
             return None
-    return w, bias, list(a.get("pads", [0, 0, 0, 0]))
+    return w, bias
+
+
+def _plain_conv(g: _Graph, node: onnx.NodeProto):
+    """(weight, bias or None, pads) of a `_conv_weights` Conv with stride 1, dilation 1 and
+    explicit pads; None for any other node."""
+    weights = _conv_weights(g, node)
+    a = _attrs(node) if weights is not None else {}
+    if (weights is None or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+            or any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1]))):
+        return None
+    return (*weights, list(a.get("pads", [0, 0, 0, 0])))
 
 
 def rewrite_narrow_conv(proto: onnx.ModelProto, *, block: int | None = None) -> tuple[onnx.ModelProto, list[str]]:
@@ -529,10 +536,7 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
     back to NCHW (it reads inputs of fewer than `block` channels, not multiples of it, as NCHW)."""
     block = block or nchwc_block()
     g = _Graph(proto)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = g.consumers
     graph_outputs = {o.name for o in g.graph.output}
     plans = []
     for a in g.graph.node:
@@ -577,9 +581,8 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
             slope = g.const(node.input[1])
             flat = slope.reshape(-1)
             padded = np.concatenate([flat, np.zeros(pad_slope[id(node)] - flat.size, flat.dtype)])
-            n.input[1] = g.add_const(f"{node.name or node.output[0]}/slope_padded",
-                                     padded.reshape(*slope.shape[:-3], -1, 1, 1))
-            g.release(node.input[1])
+            g.replace_const(n, 1, f"{node.name or node.output[0]}/slope_padded",
+                            padded.reshape(*slope.shape[:-3], -1, 1, 1))
             nodes.append(n)
             continue
         if id(node) not in pad_out and id(node) not in pad_in:
@@ -594,13 +597,11 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
             w = np.concatenate([w, np.zeros((extra, *w.shape[1:]), w.dtype)])
             if len(node.input) > 2 and node.input[2]:
                 b = g.const(node.input[2])
-                n.input[2] = g.add_const(f"{label}/b_padded", np.concatenate([b, np.zeros(extra, b.dtype)]))
-                g.release(node.input[2])
+                g.replace_const(n, 2, f"{label}/b_padded", np.concatenate([b, np.zeros(extra, b.dtype)]))
         if id(node) in pad_in:
             extra = pad_in[id(node)] - w.shape[1]
             w = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)], axis=1)
-        n.input[1] = g.add_const(f"{label}/w_padded", w)
-        g.release(node.input[1])
+        g.replace_const(n, 1, f"{label}/w_padded", w)
         nodes.append(n)
     del g.graph.value_info[:]  # channel counts changed; ONNX Runtime infers shapes again
     return g.finish(nodes), notes
