@@ -542,8 +542,8 @@ def rewrite_single_output_conv(proto: onnx.ModelProto, *, block: int | None = No
     * otherwise a depthwise k x k Conv, one filter per input channel, and a 1x1 Conv of ones
       that adds the channels up (Cin x k² + Cin x block per pixel):
           y_c(h, w) = sum_{a,b} W[0, c, a, b] x_c(h + a - ph, w + b - pw);  out = sum_c y_c + bias
-      For a 3x3 kernel the phases would be 4x the useful work ((3 + 3)² / 3²); side by side
-      (VDSR's 64->1, DRCN's 256->1) the two forms tie.
+      For a 3x3 kernel the phases would be 4x the useful work ((3 + 3)² / 3²), and side by side
+      (VDSR's 64->1, DRCN's 256->1) they were no faster.
 
     Only for 'same'-size convolutions whose input is whole channel blocks."""
     block = block or nchwc_block()
@@ -709,8 +709,9 @@ def max_abs_difference(a: onnx.ModelProto, b: onnx.ModelProto,
 # Padding FSRCNN's 12-channel layers to 16 (zero filters) keeps them in the blocked layout: -10%.
 # SRCNN's last 5x5 32->1 as depthwise + channel sum instead of the row split: 147 -> 138 ms at x2,
 # 154 -> 141 ms at x4 (side by side); SRCNN 9-5-5 565 -> 558 ms; VDSR's 3x3 64->1 within noise.
-# As 4x4 block phases instead of depthwise + sum: SRCNN 138.6 -> 126.2 ms at x2, 140.1 -> 124.3 at
-# x3, 9-5-5 547.6 -> 527.2; for VDSR's and DRCN's 3x3 the two forms tie (+-1.3%).
+# As 4x4 block phases instead of depthwise + sum: SRCNN 132.8 -> 125.4 ms at x2, 136.6 -> 121.0 at
+# x3, 133.5 -> 121.1 at x4, 9-5-5 546.3 -> 525.6 (side by side); for 3x3 kernels phases are no
+# faster (VDSR 1470 -> 1475 ms at 1/4 of 1080p; DRCN with one of its 16 reconstructions, +1.3%).
 DEFAULT_PASSES = ("ensemble_sum", "conv_transpose_aligned", "prelu_uniform", "pad_channels", "single_output_conv",
                   "narrow_conv")
 PASSES = {
