@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from srexport import optimize
 from srexport.checkpoint import resolve_network
@@ -229,6 +230,43 @@ def test_prelu_sign_flip_needs_convs_on_both_sides(then_conv):
     else:  # the PRelu's output leaves the graph: nothing to fold -a into
         assert "negated" not in notes[0] and {"Min", "Add"} <= kinds
     assert _check(proto, rewritten) <= 1e-6
+
+
+@pytest.mark.parametrize("slopes", [(-0.5, 2.0), (0.1, 0.4)])
+def test_prelu_to_relu_is_exact(exported, slopes):
+    """FSRCNN's first PRelu (56 channels, into the 1x1 shrink to 12) becomes a ReLU fused into a
+    first Conv of 56 + 2 x 12 channels; the 12-channel PRelus have 3x3 neighbours and stay."""
+    model, _, _ = exported("fsrcnn")
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.copy_(torch.linspace(*slopes, m.weight.numel()))
+    proto = onnx_from_model(model, resolve_network("fsrcnn", 2, random_weights=True)[1])
+    rewritten, notes = optimize.rewrite_prelu_to_relu(proto)
+    assert len(notes) == 1 and "56->12" in notes[0] and "writes 80 channels" in notes[0]
+    kinds = [n.op_type for n in rewritten.graph.node]
+    assert kinds.count("PRelu") == 6 and kinds.count("Relu") == 1
+    first = numpy_helper.to_array(next(t for t in rewritten.graph.initializer
+                                       if t.name == rewritten.graph.node[kinds.index("Relu") - 1].input[1]))
+    assert first.shape == (80, 1, 5, 5)
+    assert _check(proto, rewritten) <= 1e-5  # the borders included: the shrink is 1x1
+    onnx.checker.check_model(rewritten)
+    used = {name for n in rewritten.graph.node for name in n.input}
+    assert all(t.name in used for t in rewritten.graph.initializer)
+
+
+@pytest.mark.parametrize("then_conv", [True, False])
+def test_prelu_to_relu_needs_a_narrow_1x1_consumer(then_conv):
+    proto = _conv_prelu_graph(np.array([-0.5, 0.3, 1.0, 1.7, 4.0]), then_conv)
+    rewritten, notes = optimize.rewrite_prelu_to_relu(proto)
+    if then_conv:  # 5 channels into a 1x1 Conv with 1 output: 5 + 2 channels, no PRelu
+        assert len(notes) == 1 and "PRelu" not in {n.op_type for n in rewritten.graph.node}
+        assert _check(proto, rewritten) <= 1e-5
+    else:  # the PRelu's output is the graph's: nothing to fold the linear part into
+        assert not notes and rewritten is proto
+    uniform = _conv_prelu_graph(np.full(5, 0.25), True)  # LeakyRelu's case (rewrite_prelu)
+    assert optimize.rewrite_prelu_to_relu(uniform)[1] == []
 
 
 @pytest.mark.parametrize("name", NETWORKS)
