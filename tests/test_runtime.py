@@ -173,6 +173,16 @@ def test_single_output_conv_rewrite_exact(exported, name, block, form):
     onnx.checker.check_model(rewritten)
 
 
+def _fsrcnn_with_slopes(exported, slopes) -> onnx.ModelProto:
+    """FSRCNN x2's graph with each PReLU's slopes spread evenly over `slopes` (low, high)."""
+    model = copy.deepcopy(exported("fsrcnn")[0])
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.copy_(torch.linspace(*slopes, m.weight.numel()))
+    return onnx_from_model(model, resolve_network("fsrcnn", 2, random_weights=True)[1])
+
+
 @pytest.mark.parametrize("slopes, ops", [
     (None, {"LeakyRelu"}),  # a fresh FSRCNN: one slope (0.25) everywhere
     ((-0.2, 0.6), {"Mul", "Max"}),  # per channel, all <= 1
@@ -180,14 +190,7 @@ def test_single_output_conv_rewrite_exact(exported, name, block, form):
     ((-0.5, 2.0), {"Mul", "Max"}),  # both sides of 1: channels above 1 negated around the PRelu
 ])
 def test_prelu_rewrites_are_exact(exported, slopes, ops):
-    model, proto, _ = exported("fsrcnn")
-    if slopes is not None:
-        model = copy.deepcopy(model)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.PReLU):
-                    m.weight.copy_(torch.linspace(*slopes, m.weight.numel()))
-        proto = onnx_from_model(model, resolve_network("fsrcnn", 2, random_weights=True)[1])
+    proto = exported("fsrcnn")[1] if slopes is None else _fsrcnn_with_slopes(exported, slopes)
     rewritten, notes = optimize.rewrite_prelu(proto)
     kinds = {n.op_type for n in rewritten.graph.node}
     assert len(notes) == 7 and "PRelu" not in kinds and ops == kinds - {"Conv", "ConvTranspose"}
@@ -236,13 +239,7 @@ def test_prelu_sign_flip_needs_convs_on_both_sides(then_conv):
 def test_prelu_to_relu_is_exact(exported, slopes):
     """FSRCNN's first PRelu (56 channels, into the 1x1 shrink to 12) becomes a ReLU fused into a
     first Conv of 56 + 2 x 12 channels; the 12-channel PRelus have 3x3 neighbours and stay."""
-    model, _, _ = exported("fsrcnn")
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.PReLU):
-                m.weight.copy_(torch.linspace(*slopes, m.weight.numel()))
-    proto = onnx_from_model(model, resolve_network("fsrcnn", 2, random_weights=True)[1])
+    proto = _fsrcnn_with_slopes(exported, slopes)
     rewritten, notes = optimize.rewrite_prelu_to_relu(proto)
     assert len(notes) == 1 and "56->12" in notes[0] and "writes 80 channels" in notes[0]
     kinds = [n.op_type for n in rewritten.graph.node]
