@@ -775,8 +775,8 @@ def max_abs_difference(a: onnx.ModelProto, b: onnx.ModelProto,
 # PRelu -> Relu with the linear part as extra channels of the first Conv (side by side, 15 repeats):
 # FSRCNN-s 70.6 -> 65.6 ms at x2, 40.7 -> 37.5 at x3, 26.4 -> 24.9 at x4; FSRCNN 126.9 -> 127.5,
 # 76.4 -> 74.0, 55.7 -> 55.7 (its 80-channel tensor costs the shrink Conv what the PRelu passes saved).
-DEFAULT_PASSES = ("ensemble_sum", "conv_transpose_aligned", "prelu_to_relu", "prelu_uniform", "pad_channels", "single_output_conv",
-                  "narrow_conv")
+DEFAULT_PASSES = ("ensemble_sum", "conv_transpose_aligned", "prelu_to_relu", "prelu_uniform", "pad_channels",
+                  "single_output_conv", "narrow_conv")
 PASSES = {
     "conv_transpose_stride1": lambda p: rewrite_conv_transpose(p, strided=False),
     "conv_transpose": lambda p: rewrite_conv_transpose(p, strided=True),
