@@ -2,8 +2,10 @@
 
     python benchmarks/pipeline.py                                  # espcn x2 to 1920x1080
     python benchmarks/pipeline.py --model fsrcnn --scale 3 --video my_clip.mp4
+    python benchmarks/pipeline.py --model fsrcnn --out benchmarks/PIPELINE_fsrcnn.md
 
-Network alone: `srexport.bench.bench` for the row `auto` picks (tuned ONNX Runtime on a CPU).
+Network alone: `srexport.bench.bench` for the row `auto` picks (on a CPU the fused kernel for
+FSRCNN, tuned ONNX Runtime for the rest).
 Images: one LR frame as an RGB PNG through the runner the CLI opens, median of several runs of
 (a) the network on its Y, (b) `images.upscale_rgb8` (colour conversion, network, chroma,
 colour back, rounding: everything but the file) and (c) `images.upscale_image` file to file as PNG, BMP and
@@ -38,7 +40,7 @@ from srexport.runtime import open_runner_for  # noqa: E402
 from srexport.video import DEFAULT_PRESET, make_test_video  # noqa: E402
 
 DATASETS = HERE.parent.parent / "shared" / "datasets"
-BENCH_ROW = {"onnxruntime": "ort-tuned", "torch": "torch-fp32", "tensorrt": "tensorrt-fp16"}
+BENCH_ROW = {"onnxruntime": "ort-tuned", "torch": "torch-fp32", "tensorrt": "tensorrt-fp16", "native": "native-fp32"}
 IMAGE_TARGET = 0.15  # the issue: the image path adds at most 15% over the network's own time
 VIDEO_TARGET_FPS = 10.0  # the issue: ESPCN x2 to 1080p
 
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
         f"Date: {_dt.datetime.now().isoformat(timespec='seconds')}  ",
         f"Machine: {machine.get('cpu', '?')}, {machine.get('physical_cores', '?')} physical cores, torch "
         f"{machine.get('torch', '?')}, onnxruntime {machine.get('onnxruntime', '?')}  ",
-        f"Backend: {runner.info['backend']} ({runner.info.get('session', '')}); bench row `{row}`  ",
+        f"Backend: {runner.info['backend']} ({runner.info.get('session') or runner.info.get('kernel', '')}); bench row `{row}`  ",
         f"Clip: {source}; {args.frames if not args.video else '?'} frames at 30 fps, H.264 + AAC",
         "",
         f"Network alone (`srexport bench`, median of {args.repeats}): **{net_ms:.1f} ms** "

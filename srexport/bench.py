@@ -1,8 +1,9 @@
 """`bench`: every available backend and precision of one network timed in the same run.
 
 Rows (each only where it can run): PyTorch eager FP32 (CPU, or the GPU when there is one, TF32
-off), ONNX Runtime FP32 with a default session, ONNX Runtime tuned (the CPU path `auto` picks),
-ONNX Runtime on the FP16 graph (FP32 I/O; ORT computes it in FP32 on x86, so this is a
+off), ONNX Runtime FP32 with a default session, ONNX Runtime tuned, srexport's fused CPU kernel
+(`native`: FSRCNN, FSRCNN-s and ESPCN; with the tuned session, the two rows `auto` chooses from on a
+CPU: `BenchReport.auto_row`), ONNX Runtime on the FP16 graph (FP32 I/O; ORT computes it in FP32 on x86, so this is a
 compatibility row, not an FP16 speed), TensorRT FP32 and FP16 engines, PyTorch CUDA FP16.
 
 For each row: median (and best) ms per frame after warm-up, fps, output megapixels/s, GFLOP/s
@@ -33,11 +34,13 @@ import torch
 
 from .errors import SRExportError
 
-ROWS = ("torch-fp32", "ort-default", "ort-tuned", "ort-fp16", "tensorrt-fp32", "tensorrt-fp16", "torch-cuda-fp16")
+ROWS = ("torch-fp32", "ort-default", "ort-tuned", "native-fp32", "ort-fp16", "tensorrt-fp32", "tensorrt-fp16",
+        "torch-cuda-fp16")
 LABELS = {
     "torch-fp32": "PyTorch eager FP32",
     "ort-default": "ONNX Runtime FP32, default session",
-    "ort-tuned": "ONNX Runtime FP32, tuned (auto CPU path)",
+    "ort-tuned": "ONNX Runtime FP32, tuned",
+    "native-fp32": "Fused CPU kernel FP32 (native)",
     "ort-fp16": "ONNX Runtime FP16 graph (FP32 I/O)",
     "tensorrt-fp32": "TensorRT FP32",
     "tensorrt-fp16": "TensorRT FP16",
@@ -50,11 +53,12 @@ BACKEND_ROWS = {
     "torch": ("torch-fp32", "torch-cuda-fp16"),
     "onnxruntime": ("ort-default", "ort-tuned", "ort-fp16"),
     "tensorrt": ("tensorrt-fp32", "tensorrt-fp16"),
+    "native": ("native-fp32",),
 }
 
 
 def expand_backends(backends: Sequence[str] | str | None) -> list[str]:
-    """Backend names (auto, torch, onnxruntime, tensorrt) and/or row keys -> row keys, in ROWS order."""
+    """Backend names (auto, torch, onnxruntime, tensorrt, native) and/or row keys -> row keys, in ROWS order."""
     if backends is None:
         return list(ROWS)
     if isinstance(backends, str):
@@ -126,6 +130,11 @@ class BenchReport:
 
     def row(self, key: str) -> BenchRow | None:
         return next((r for r in self.rows if r.key == key), None)
+
+    def auto_row(self) -> BenchRow | None:
+        """The row of the CPU path `auto` takes: the fused kernel where it ran, else the tuned session."""
+        native = self.row("native-fp32")
+        return native if native is not None and native.ms_median is not None else self.row("ort-tuned")
 
     def table(self) -> str:
         w, h = self.output_size
@@ -276,6 +285,11 @@ def _open(key: str, model, onnx_proto, threads):
     if key == "ort-tuned":
         r = OnnxRuntimeRunner(onnx_proto.SerializeToString(), tuned=True, threads=threads)
         return r, "cpu", "fp32", f"{r.info['threads']} threads; {len(r.rewrites)} graph rewrites"
+    if key == "native-fp32":
+        from .native import NativeRunner
+
+        r = NativeRunner(onnx_proto, threads=threads)
+        return r, "cpu", "fp32", f"{r.threads} threads; max |diff| vs ONNX Runtime {r.info['max_abs_vs_onnxruntime']:.1e}"
     if key == "ort-fp16":
         from .fp16 import fp16_from_onnx
 
@@ -372,7 +386,15 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
     lr_h, lr_w = math.ceil(out_h / scale), math.ceil(out_w / scale)
     n_macs = count_macs(model, lr_h, lr_w)
     keys, skipped = _available(expand_backends(backends))
-    onnx_proto = onnx_from_model(model, record) if any(k.startswith(("ort", "tensorrt")) for k in keys) else None
+    onnx_proto = onnx_from_model(model, record) if any(k.startswith(("ort", "tensorrt", "native")) for k in keys) \
+        else None
+    if "native-fp32" in keys:
+        from .native import applicable
+
+        why = applicable(onnx_proto, f"{record.network} x{scale}")
+        if why:
+            keys.remove("native-fp32")
+            skipped["native-fp32"] = why
 
     say("GEMM probe")
     probe_before = gemm_probe(repeats=probe_repeats)

@@ -8,8 +8,9 @@ from srexport.archs import build
 from srexport.bench import ROWS, BenchReport, bench, expand_backends, gemm_probe, parse_size
 from srexport.complexity import macs
 from srexport.errors import SRExportError
+from srexport.native import compiler
 
-CPU_ROWS = ["torch-fp32", "ort-default", "ort-tuned", "ort-fp16"]
+CPU_ROWS = ["torch-fp32", "ort-default", "ort-tuned", "native-fp32", "ort-fp16"]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,9 @@ def report():
 
 def test_bench_reports_every_cpu_row(report):
     assert isinstance(report, BenchReport)
-    assert [r.key for r in report.rows][:4] == CPU_ROWS
+    cpu_rows = CPU_ROWS if compiler() else [k for k in CPU_ROWS if k != "native-fp32"]
+    assert [r.key for r in report.rows][:len(cpu_rows)] == cpu_rows
+    assert report.auto_row() is report.row("native-fp32" if compiler() else "ort-tuned")
     assert report.lr_size == (32, 24) and report.output_size == (64, 48)
     assert report.macs == macs(build("fsrcnn", 2), 24, 32)
     assert report.gemm_gflops > 1
@@ -46,7 +49,7 @@ def test_burst_off_times_single_frames():
 
 def test_table_and_dict(report):
     table = report.table()
-    assert "| ONNX Runtime FP32, tuned (auto CPU path) |" in table and "% of GEMM probe" in table
+    assert "| ONNX Runtime FP32, tuned |" in table and "% of GEMM probe" in table
     assert table.count("\n|") >= 2 + len(report.rows)
     d = json.loads(json.dumps(report.to_dict()))
     assert d["network"] == "fsrcnn" and len(d["rows"]) == len(report.rows)
@@ -65,6 +68,15 @@ def test_backend_selection_and_errors():
     assert expand_backends("onnxruntime") == ["ort-default", "ort-tuned", "ort-fp16"]
     assert expand_backends(["torch", "ort-tuned"]) == ["torch-fp32", "ort-tuned", "torch-cuda-fp16"]
     assert expand_backends(None) == list(ROWS) == expand_backends("auto")
+    assert expand_backends("native") == ["native-fp32"]
+
+
+def test_native_row_is_skipped_with_the_reason_where_it_does_not_apply():
+    r = bench("red", 2, output_size=(16, 12), backends=["native", "ort-tuned"], warmup=0, repeats=1,
+              probe_repeats=1)
+    assert [row.key for row in r.rows] == ["ort-tuned"] and r.auto_row() is r.row("ort-tuned")
+    assert "red x2: " in r.skipped["native-fp32"]
+    assert "| Fused CPU kernel FP32 (native) | skipped: red x2: " in r.table()
 
 
 def test_gemm_probe():

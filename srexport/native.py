@@ -1,0 +1,379 @@
+"""The fused CPU kernel (`--backend native`, what `auto` picks on a CPU where it applies).
+
+FSRCNN is a chain of small convolutions with per-channel PReLUs ending in a strided
+ConvTranspose. ONNX Runtime runs it at about a quarter of this machine's multiply-add rate: every
+56-channel intermediate makes a round trip to memory, the PReLUs are separate passes, and its
+blocked kernels pad 12 channels to 16. `csrc/chain.c` runs the whole chain in one pass down the
+image instead, keeping in cache only the rows each layer's window still needs, with the
+activation applied in registers (see the C file). The last layer becomes a 1x1 convolution of
+the LR features to (phase, offset) taps whose rows are added into the s x s output phases (exact:
+the same products summed in another order): a ConvTranspose's 81 taps (9x9 kernel, any stride;
+none of them zero), or a sub-pixel Conv + DepthToSpace's kernel positions (ESPCN, whose Tanh the
+kernel computes to about 1e-7).
+
+`chain_from_onnx` reads such a chain from an ONNX graph and says why when a graph is not one.
+The C file is compiled on first use with the system's C compiler (`$CC`, else `cc`) and
+`-march=native` into ~/.cache/srexport/native, keyed by the source, the compiler and the CPU, so
+a cached library is never run on a CPU it was not built for. Every runner checks its output
+against ONNX Runtime on the original graph (within 1e-5) before it is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MissingBackend, SRExportError
+
+SOURCE = Path(__file__).with_name("csrc") / "chain.c"
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
+MAX_LAYERS, MAX_KH, MAX_REACH = 32, 16, 16  # the C file's MAX_LAYERS, MAX_KH and PAD
+MIN_BAND_ROWS = 16  # fewer LR rows per thread and the recomputed window rows at band edges dominate
+
+
+class NotAChain(SRExportError):
+    """The graph is not a chain the fused kernel runs."""
+
+
+ACT_NONE, ACT_PRELU, ACT_TANH = 0, 1, 2  # the C file's activation kinds
+
+
+@dataclass
+class Conv:
+    weight: np.ndarray  # (cout, cin, kh, kw) float32
+    bias: np.ndarray  # (cout,)
+    top: int  # output (y, x) reads input rows y + top .. y + top + kh - 1
+    left: int
+    act: int = ACT_NONE
+    slope: np.ndarray | None = None  # (cout,) for ACT_PRELU (Relu: 0, LeakyRelu: alpha)
+
+
+@dataclass
+class Chain:
+    """Convolutions, the last a 1x1 whose channels are taps: channel c of LR pixel (y + dy[c],
+    x + dx[c]) adds into output phase phase[c] (= ry * scale + rx) of pixel (y, x)."""
+
+    layers: list[Conv]
+    scale: int
+    phase: np.ndarray  # int32; -1 for channels that only round the count up
+    dy: np.ndarray
+    dx: np.ndarray
+    bias: np.ndarray  # (scale * scale,) float32
+
+
+# --- reading the chain from ONNX -------------------------------------------------------------
+
+def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
+    """The fused-kernel form of `proto`, or NotAChain saying what does not fit: Convs that keep the
+    image size, each optionally followed by PRelu, Relu, LeakyRelu or Tanh, ending in a
+    ConvTranspose whose output is exactly s x its input (FSRCNN) or in a Conv + DepthToSpace (ESPCN)."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    if len(g.input) - sum(i.name in consts for i in g.input) != 1 or len(g.output) != 1:
+        raise NotAChain(f"{where}: not one input and one output")
+    output = g.output[0].name
+    by_input: dict[str, list] = {}
+    for node in g.node:
+        for name in node.input:
+            by_input.setdefault(name, []).append(node)
+
+    def only_consumer(name):
+        if name == output:
+            raise NotAChain(f"{where}: the graph ends without a ConvTranspose or DepthToSpace")
+        users = by_input.get(name, [])
+        if len(users) != 1:
+            raise NotAChain(f"{where}: {name!r} feeds {len(users)} nodes; the fused kernel needs a plain chain")
+        return users[0]
+
+    def const(node, i):
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        if node.input[i] not in consts:
+            raise NotAChain(f"{where}: {node.op_type} {node.name!r} input {node.input[i]!r} is not a constant")
+        return consts[node.input[i]].astype(np.float32)
+
+    tensor = next(i.name for i in g.input if i.name not in consts)
+    layers: list[Conv] = []
+    while True:
+        node = only_consumer(tensor)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])) or \
+                attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise NotAChain(f"{where}: {node.op_type} {node.name!r} is grouped, dilated or auto-padded")
+        if node.op_type == "ConvTranspose":
+            if node.output[0] != output:
+                raise NotAChain(f"{where}: the ConvTranspose is not the last node")
+            chain = _taps_of_conv_transpose(const(node, 1), const(node, 2), attrs, where)
+            break
+        if node.op_type != "Conv":
+            raise NotAChain(f"{where}: {node.op_type} {node.name!r} is not a Conv, activation, final "
+                            "ConvTranspose or DepthToSpace")
+        weight, bias = const(node, 1), const(node, 2)
+        cout, cin, kh, kw = weight.shape
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if any(s != 1 for s in attrs.get("strides", [1, 1])) or pads[0] + pads[2] != kh - 1 or pads[1] + pads[3] != kw - 1:
+            raise NotAChain(f"{where}: Conv {node.name!r} does not keep the image size (stride 1, pads summing to k - 1)")
+        conv = Conv(weight, np.zeros(cout, np.float32) if bias is None else bias, -pads[0], -pads[1])
+        tensor = node.output[0]
+        after = by_input.get(tensor, []) if tensor != output else []
+        if len(after) == 1 and after[0].op_type in ("PRelu", "Relu", "LeakyRelu"):
+            conv.act, conv.slope = ACT_PRELU, _slopes(after[0], consts, cout, where)
+            tensor = after[0].output[0]
+        elif len(after) == 1 and after[0].op_type == "Tanh":
+            conv.act, tensor = ACT_TANH, after[0].output[0]
+        elif len(after) == 1 and after[0].op_type == "DepthToSpace":
+            if after[0].output[0] != output:
+                raise NotAChain(f"{where}: the DepthToSpace is not the last node")
+            chain = _taps_of_subpixel_conv(conv, after[0], where)
+            break
+        layers.append(conv)
+    chain.layers[:0] = layers
+    _check_limits(chain, where)
+    return chain
+
+
+def _slopes(node, consts, channels: int, where: str) -> np.ndarray:
+    from onnx import helper
+
+    if node.op_type == "Relu":
+        return np.zeros(channels, np.float32)
+    if node.op_type == "LeakyRelu":
+        alpha = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "alpha"), 0.01)
+        return np.full(channels, alpha, np.float32)
+    slope = consts.get(node.input[1])
+    if slope is None or slope.size not in (1, channels) or slope.size != max(slope.shape, default=1):
+        raise NotAChain(f"{where}: PRelu {node.name!r} slopes are not a constant per channel")
+    return np.broadcast_to(slope.astype(np.float32).reshape(-1), (channels,)).copy()
+
+
+def _taps_of_conv_transpose(weight, bias, attrs, where: str) -> Chain:
+    """A ConvTranspose (cin, 1, k, k) with stride s and output exactly s x the input, as taps:
+    output pixel (s*y + r, s*x + q) sums input (y + o, x + p) times w[r + pad - s*o, q + pad - s*p]
+    over the (o, p) where both kernel indices exist; each such (r, q, o, p) is one tap (81 for a
+    9x9 kernel at any stride, none of them zero)."""
+    cin, cout, kh, kw = weight.shape
+    s = list(attrs.get("strides", [1, 1]))
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    extra = list(attrs.get("output_padding", [0, 0]))
+    if cout != 1 or s[0] != s[1] or s[0] < 1:
+        raise NotAChain(f"{where}: the ConvTranspose is not single-channel with one stride")
+    stride = s[0]
+    for axis, k in enumerate((kh, kw)):
+        if pads[axis] + pads[axis + 2] != k + extra[axis] - stride:
+            raise NotAChain(f"{where}: the ConvTranspose's output is not exactly {stride} x its input")
+
+    def offsets(r, pad, k):  # (input offset, kernel index) pairs for output phase r along one axis
+        return [(o, r + pad - stride * o) for o in range(-k, k + 1) if 0 <= r + pad - stride * o < k]
+
+    taps = [(ry * stride + rx, dy, dx, weight[:, 0, ky, kx])
+            for ry in range(stride) for rx in range(stride)
+            for dy, ky in offsets(ry, pads[0], kh) for dx, kx in offsets(rx, pads[1], kw)]
+    return _tap_chain(taps, stride, 0.0 if bias is None else bias.reshape(-1)[0], where)
+
+
+def _taps_of_subpixel_conv(conv: Conv, shuffle, where: str) -> Chain:
+    """A Conv to s*s channels followed by DepthToSpace(s) to one channel (ESPCN's last layer): its
+    channel c is output phase c in both DCR and CRD order; every kernel position is one tap."""
+    from onnx import helper
+
+    stride = next((helper.get_attribute_value(a) for a in shuffle.attribute if a.name == "blocksize"), 0)
+    cout, cin, kh, kw = conv.weight.shape
+    if stride < 1 or cout != stride * stride:
+        raise NotAChain(f"{where}: the DepthToSpace does not make one channel of the Conv's {cout}")
+    taps = [(c, conv.top + ky, conv.left + kx, conv.weight[c, :, ky, kx])
+            for c in range(cout) for ky in range(kh) for kx in range(kw)]
+    return _tap_chain(taps, stride, conv.bias, where)
+
+
+def _tap_chain(taps, stride: int, bias, where: str) -> Chain:
+    """Taps (phase, dy, dx, weights over cin) and the bias of each phase (or one for all) as the
+    chain's last layer: a 1x1 convolution whose channel count is rounded up with zero taps to a
+    multiple of a register block (chain.c's pick_row)."""
+    cin = len(taps[0][3])
+    count = next(n for n in range(len(taps), len(taps) + 16) if n % 14 == 0 or n % 12 == 0 or n % 8 == 0)
+    taps = taps + [(-1, 0, 0, np.zeros(cin, np.float32))] * (count - len(taps))
+    phase, dy, dx, w = zip(*taps)
+    if max(map(abs, dx)) > MAX_REACH:
+        raise NotAChain(f"{where}: the last layer reaches further sideways than the fused kernel does")
+    conv = Conv(np.stack(w).reshape(count, cin, 1, 1).astype(np.float32), np.zeros(count, np.float32), 0, 0)
+    return Chain([conv], stride, np.array(phase, np.int32), np.array(dy, np.int32), np.array(dx, np.int32),
+                 np.broadcast_to(np.asarray(bias, np.float32), (stride * stride,)).copy())
+
+
+def _check_limits(chain: Chain, where: str) -> None:
+    layers = chain.layers
+    if len(layers) > MAX_LAYERS:
+        raise NotAChain(f"{where}: {len(layers)} layers; the fused kernel takes at most {MAX_LAYERS}")
+    for conv in layers:
+        kh, kw = conv.weight.shape[2:]
+        if kh > MAX_KH or conv.left < -MAX_REACH or conv.left + kw - 1 > MAX_REACH:
+            raise NotAChain(f"{where}: a {kh}x{kw} window is wider than the fused kernel reaches")
+    for prev, conv in zip(layers, layers[1:]):
+        if conv.weight.shape[1] != prev.weight.shape[0]:
+            raise NotAChain(f"{where}: channel counts do not chain")
+    if layers[0].weight.shape[1] != 1:
+        raise NotAChain(f"{where}: the input is not one channel")
+
+
+# --- compiling and loading the C kernel ------------------------------------------------------
+
+class _Conv(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("cin", "cout", "kh", "kw", "top", "left", "act")] + \
+               [(name, ctypes.c_void_p) for name in ("w", "b", "slope")]
+
+
+class _Taps(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("phase", "dy", "dx", "bias")]
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> ctypes.CDLL:
+    """The compiled kernel (built once per source, compiler and CPU); MissingBackend when it cannot be."""
+    from .runtime import cache_dir
+
+    cc = compiler()
+    if cc is None:
+        raise MissingBackend(f"no C compiler ({os.environ.get('CC') or 'cc'}) to build the fused kernel; "
+                             "install one (apt-get install gcc) or use --backend onnxruntime")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise MissingBackend(f"{cc}: cannot run the C compiler ({e})") from None
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_id().encode()]))
+    folder = cache_dir() / "native"
+    target = folder / f"chain-{key.hexdigest()[:16]}.so"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                lines = done.stderr.strip().splitlines() or ["no message"]
+                first = next((ln for ln in lines if "error" in ln), lines[0])
+                raise MissingBackend(f"{SOURCE}: {cc} could not build the fused kernel ({first[:200]})")
+            os.replace(tmp, target)  # atomic: a concurrent process sees the old state or a whole library
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    lib.sr_chain_rows.restype = ctypes.c_int
+    lib.sr_block.restype = ctypes.c_int
+    lib.sr_block.argtypes = [ctypes.c_int]
+    lib.sr_chain_rows.argtypes = [ctypes.c_int, ctypes.POINTER(_Conv), ctypes.c_int, ctypes.POINTER(_Taps),
+                                  ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                  ctypes.c_int]
+    return lib
+
+
+def applicable(proto, where: str = "ONNX model") -> str:
+    """"" when the fused kernel can run `proto` here, else why not (one line)."""
+    try:
+        chain_from_onnx(proto, where)
+        library()
+    except SRExportError as e:
+        return str(e)
+    return ""
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+class NativeRunner:
+    """The fused kernel as a runner: (N, 1, H, W) float32 -> (N, 1, s*H, s*W), rows split into one
+    band per thread (ctypes releases the GIL during the call)."""
+
+    def __init__(self, proto, *, threads: int | None = None, where: str = "ONNX model", check: bool = True):
+        from .runtime import physical_cores
+
+        self.chain = chain_from_onnx(proto, where)
+        self.lib = library()
+        self.scale = self.chain.scale
+        self.threads = threads or physical_cores()
+        self._keep = []  # the arrays the C structures point into
+        self._layers = (_Conv * len(self.chain.layers))()
+        for i, c in enumerate(self.chain.layers):
+            cout, cin, kh, kw = c.weight.shape
+            block = self.lib.sr_block(cout)  # weights packed [cout / block][cin][kh][kw][block]
+            packed = c.weight.reshape(cout // block, block, cin, kh, kw).transpose(0, 2, 3, 4, 1)
+            self._layers[i] = _Conv(cin, cout, kh, kw, c.top, c.left, c.act, self._ptr(packed), self._ptr(c.bias),
+                                    None if c.slope is None else self._ptr(c.slope))
+        ch = self.chain
+        self._taps = _Taps(self._ptr(ch.phase), self._ptr(ch.dy), self._ptr(ch.dx), self._ptr(ch.bias))
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.name = "native-cpu-fused"
+        self.info = {"backend": "native", "device": "cpu", "threads": self.threads,
+                     "kernel": f"{SOURCE.name}, fused row-streaming chain of {len(self.chain.layers)} layers"}
+        self._bytes_per_lr_pixel = 4.0 * (1 + self.scale ** 2)  # input and output only: tiling never needed
+        if check:
+            self.info["max_abs_vs_onnxruntime"] = self._check(proto, where)
+
+    def _ptr(self, a: np.ndarray) -> int:
+        a = np.ascontiguousarray(a)
+        self._keep.append(a)
+        return a.ctypes.data
+
+    def _check(self, proto, where: str) -> float:
+        from .optimize import CHECK_SIZES, MAX_ABS
+        from .runtime import OnnxRuntimeRunner
+
+        reference = OnnxRuntimeRunner(proto.SerializeToString(), threads=1)
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for n, h, w in (*CHECK_SIZES, (1, 1, 1), (1, 3 * MIN_BAND_ROWS + 5, 70)):
+            x = rng.random((n, 1, h, w), dtype=np.float32)
+            worst = max(worst, float(np.abs(self(x) - reference(x)).max()))
+        if not worst <= MAX_ABS:
+            raise SRExportError(f"{where}: the fused kernel's output differs from ONNX Runtime's by {worst:.2e} "
+                                f"(more than {MAX_ABS:g}); use --backend onnxruntime")
+        return worst
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise SRExportError(f"the fused kernel takes (N, 1, H, W) input, got {x.shape}")
+        n, _, h, w = x.shape
+        s = self.scale
+        out = np.empty((n, 1, s * h, s * w), np.float32)
+        bands = max(1, min(self.threads, h // MIN_BAND_ROWS))
+        edges = np.linspace(0, h, bands + 1).astype(int)
+        for i in range(n):
+            jobs = [(x[i, 0].ctypes.data, out[i, 0].ctypes.data, int(a), int(b)) for a, b in zip(edges, edges[1:])]
+            if self._pool is None or len(jobs) == 1:
+                codes = [self._run(h, w, *job) for job in jobs]
+            else:
+                codes = list(self._pool.map(lambda job: self._run(h, w, *job), jobs))
+            if any(codes):
+                raise SRExportError("the fused kernel ran out of memory")
+        return out
+
+    def _run(self, h, w, src, dst, y0, y1) -> int:
+        return self.lib.sr_chain_rows(len(self.chain.layers), self._layers, self.scale, ctypes.byref(self._taps),
+                                      src, h, w, dst, y0, y1)

@@ -1,0 +1,146 @@
+"""The fused CPU kernel (srexport/native.py, srexport/csrc/chain.c) against PyTorch, on the graphs it
+takes (FSRCNN, FSRCNN-s, ESPCN) and the ones it must refuse."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from srexport import native
+from srexport.checkpoint import resolve_network
+from srexport.cli import main
+from srexport.onnx_export import onnx_from_model
+from srexport.runtime import open_runner_for
+
+needs_compiler = pytest.mark.skipif(native.compiler() is None, reason="no C compiler (cc) to build the fused kernel")
+
+
+def _network(name, scale, slopes=(-0.5, 2.0)):
+    """A network with random weights and, for FSRCNN, per-channel PReLU slopes on both sides of 1."""
+    model, record = resolve_network(name, scale, random_weights=True)
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.copy_(torch.linspace(*slopes, m.weight.numel()))
+    return model.eval(), onnx_from_model(model, record)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["fsrcnn", "fsrcnn_s", "espcn"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_matches_pytorch(name, scale):
+    model, proto = _network(name, scale)
+    runner = native.NativeRunner(proto, threads=3)
+    assert runner.scale == scale and runner.info["max_abs_vs_onnxruntime"] <= 1e-5
+    rng = np.random.default_rng(scale)
+    # odd, 1-pixel, batched, and tall enough for 3 bands of rows (each recomputing rows at its edges)
+    for shape in [(1, 1, 1, 1), (1, 1, 11, 13), (2, 1, 5, 7), (1, 1, 3 * native.MIN_BAND_ROWS + 7, 75), (1, 1, 2, 130)]:
+        x = rng.random(shape, dtype=np.float32) * 4 - 2  # tanh's whole range (ESPCN), both PReLU sides
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = runner(x)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-5, shape
+
+
+def test_subpixel_conv_becomes_one_tap_per_kernel_position():
+    for scale in (2, 3, 4):
+        model, proto = _network("espcn", scale)
+        chain = native.chain_from_onnx(proto)
+        real = chain.phase >= 0
+        assert real.sum() == 9 * scale * scale and set(chain.dy[real]) == set(chain.dx[real]) == {-1, 0, 1}
+        assert [c.act for c in chain.layers] == [native.ACT_TANH, native.ACT_TANH, native.ACT_NONE]
+        np.testing.assert_array_equal(chain.bias, model.body[4].bias.detach().numpy())  # one bias per phase
+
+
+def test_transposed_conv_becomes_81_taps_without_zeros():
+    for scale in (2, 3, 4):
+        chain = native.chain_from_onnx(_network("fsrcnn", scale)[1])
+        real = chain.phase >= 0
+        assert real.sum() == 81  # every tap of the 9x9 kernel lands on exactly one phase
+        assert len(chain.phase) % 14 == 0 or len(chain.phase) % 12 == 0 or len(chain.phase) % 8 == 0
+        assert sorted(set(chain.phase[real])) == list(range(scale * scale))
+        assert not np.any(np.all(chain.layers[-1].weight[real] == 0, axis=(1, 2, 3)))
+        assert [c.weight.shape[1:] for c in chain.layers[:2]] == [(1, 5, 5), (56, 1, 1)]
+
+
+@pytest.mark.parametrize("name", ["srcnn", "srcnn_955", "vdsr", "drcn", "red"])
+def test_refuses_other_networks(name):
+    _, proto = _network(name, 2)
+    with pytest.raises(native.NotAChain, match=r"^net x2: "):
+        native.chain_from_onnx(proto, "net x2")
+
+
+def test_refuses_a_transposed_conv_that_is_not_exactly_s_times():
+    _, proto = _network("fsrcnn", 2)
+    proto = copy.deepcopy(proto)
+    deconv = next(n for n in proto.graph.node if n.op_type == "ConvTranspose")
+    for a in deconv.attribute:
+        if a.name == "output_padding":
+            a.ints[:] = [0, 0]
+    with pytest.raises(native.NotAChain, match="not exactly 2 x its input"):
+        native.chain_from_onnx(proto)
+
+
+@needs_compiler
+def test_auto_picks_it_where_it_applies():
+    assert open_runner_for("fsrcnn", 3, random_weights=True).name == "native-cpu-fused"
+    assert open_runner_for("espcn", 3, random_weights=True).name == "native-cpu-fused"
+    assert open_runner_for("red", 3, random_weights=True).name == "onnxruntime-cpu-tuned"
+    assert open_runner_for("fsrcnn", 3, random_weights=True, backend="onnxruntime").name == "onnxruntime-cpu-tuned"
+
+
+def test_no_compiler_falls_back_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    native.library.cache_clear()
+    try:
+        _, proto = _network("fsrcnn", 2)
+        assert "no C compiler" in native.applicable(proto)
+        assert open_runner_for("fsrcnn", 2, random_weights=True).name == "onnxruntime-cpu-tuned"
+    finally:
+        native.library.cache_clear()
+
+
+@needs_compiler
+def test_a_failed_build_leaves_nothing_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    bad = tmp_path / "chain.c"
+    bad.write_text("this is not C\n")
+    monkeypatch.setattr(native, "SOURCE", bad)
+    native.library.cache_clear()
+    try:
+        with pytest.raises(native.MissingBackend, match=r"chain\.c: .* could not build the fused kernel"):
+            native.library()
+        assert list((tmp_path / "srexport" / "native").iterdir()) == []
+    finally:
+        native.library.cache_clear()
+
+
+@needs_compiler
+def test_cli_upscale_with_native_backend(tmp_path):
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (23, 31, 3), dtype=np.uint8)).save(image)
+    runner = CliRunner()
+    out = tmp_path / "out.png"
+    result = runner.invoke(main, ["upscale", str(image), "-o", str(out), "--model", "fsrcnn", "--scale", "2",
+                                  "--backend", "native"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (62, 46)
+    result = runner.invoke(main, ["upscale", str(image), "-o", str(tmp_path / "e.png"), "--model", "red",
+                                  "--scale", "2", "--backend", "native"])
+    assert result.exit_code != 0 and not (tmp_path / "e.png").exists()
+    assert result.output.startswith("error: red x2: ") and "use auto or onnxruntime" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_onnx_file_input_is_read_the_same(tmp_path):
+    _, proto = _network("fsrcnn_s", 3)
+    path = tmp_path / "f.onnx"
+    onnx.save(proto, str(path))
+    from_file = native.chain_from_onnx(onnx.load(str(path)))
+    assert from_file.scale == 3 and len(from_file.layers) == 5  # 1 + shrink + 1 mapping + expand + taps
