@@ -254,8 +254,28 @@ def compiler() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
+def _library_or_error() -> ctypes.CDLL | MissingBackend:
+    try:
+        return _build_and_load()
+    except MissingBackend as e:
+        return e  # remembered: `auto` opening runner after runner must not run the compiler each time
+
+
 def library() -> ctypes.CDLL:
-    """The compiled kernel (built once per source, compiler and CPU); MissingBackend when it cannot be."""
+    """The compiled kernel (built once per source, compiler and CPU, and per process only once
+    tried); MissingBackend when it cannot be."""
+    lib = _library_or_error()
+    if isinstance(lib, MissingBackend):
+        raise lib
+    return lib
+
+
+def forget_library() -> None:
+    """Build or load again on the next `library()` (after $CC or the source changed)."""
+    _library_or_error.cache_clear()
+
+
+def _build_and_load() -> ctypes.CDLL:
     from .runtime import cache_dir
 
     cc = compiler()

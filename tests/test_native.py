@@ -97,28 +97,35 @@ def test_auto_picks_it_where_it_applies():
 
 def test_no_compiler_falls_back_with_the_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    native.library.cache_clear()
+    native.forget_library()
     try:
         _, proto = _network("fsrcnn", 2)
         assert "no C compiler" in native.applicable(proto)
         assert open_runner_for("fsrcnn", 2, random_weights=True).name == "onnxruntime-cpu-tuned"
     finally:
-        native.library.cache_clear()
+        native.forget_library()
 
 
 @needs_compiler
-def test_a_failed_build_leaves_nothing_in_the_cache(monkeypatch, tmp_path):
+def test_a_failed_build_leaves_nothing_in_the_cache_and_is_not_retried(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    good = native.SOURCE
     bad = tmp_path / "chain.c"
     bad.write_text("this is not C\n")
     monkeypatch.setattr(native, "SOURCE", bad)
-    native.library.cache_clear()
+    native.forget_library()
     try:
         with pytest.raises(native.MissingBackend, match=r"chain\.c: .* could not build the fused kernel"):
             native.library()
         assert list((tmp_path / "srexport" / "native").iterdir()) == []
+        monkeypatch.setattr(native, "SOURCE", good)
+        with pytest.raises(native.MissingBackend):  # the failure stands for the process
+            native.library()
+        native.forget_library()
+        native.library()
+        assert [p.suffix for p in (tmp_path / "srexport" / "native").iterdir()] == [".so"]
     finally:
-        native.library.cache_clear()
+        native.forget_library()
 
 
 @needs_compiler

@@ -249,14 +249,14 @@ int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps
                 float *o = out + ((size_t)emitted * s + p / s) * (size_t)W * s + p % s;
                 for (int x = 0; x < W; x++) o[(size_t)x * s] = a[x];
             }
-        /* start every output row that tap row yz is the first to reach (all of them at the end) */
-        const int start_to = yz > zlast ? y1 : (yz - dy0 + 1 < y1 ? yz - dy0 + 1 : y1);
+        if (yz > zlast) break; /* every row was started by then: tap row zlast reaches y1 - 1 */
+        /* start every output row that tap row yz is the first to reach */
+        const int start_to = yz - dy0 + 1 < y1 ? yz - dy0 + 1 : y1;
         for (; started < start_to; started++)
             for (int p = 0; p < phases; p++) {
                 float *a = acc + ((size_t)(started % rows) * phases + p) * t.stride;
                 for (int x = 0; x < t.wv; x++) a[x] = taps->bias[p];
             }
-        if (yz > zlast) break;
         advance(&t, nlayers, yz);
         const float *z = row_at(&t, nlayers, yz);
         for (int c = 0; c < ntaps; c++) {
