@@ -10,9 +10,10 @@ Images: one LR frame as an RGB PNG through the runner the CLI opens, median of s
 (b) `images.upscale_rgb8` (colour conversion, network, chroma, colour back, rounding: everything
 but the file) and (c) `images.upscale_image` file to file as PNG, BMP and JPEG, each alternating
 with (a) the network on its Y alone. Video: `srexport upscale CLIP -o OUT` as a subprocess for
-each x264 preset; its summary line gives end-to-end and network-only fps. Without --video the clip is made here: H.264 (CRF 18,
-preset medium) with AAC audio, panning across a mosaic of the Set14 and T91 photographs when
-../shared/datasets exists (otherwise a synthetic gradient, which encodes unrealistically fast).
+each x264 preset; its summary line gives end-to-end and network-only fps. Without --video the
+clip is made here: H.264 (CRF 18, preset medium) with AAC audio, panning across a mosaic of the
+Set14 and T91 photographs when ../shared/datasets exists (otherwise a synthetic gradient, which
+encodes unrealistically fast).
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ def main(argv=None) -> int:
         f"Date: {_dt.datetime.now().isoformat(timespec='seconds')}  ",
         f"Machine: {machine.get('cpu', '?')}, {machine.get('physical_cores', '?')} physical cores, torch "
         f"{machine.get('torch', '?')}, onnxruntime {machine.get('onnxruntime', '?')}  ",
-        f"Backend: {runner.info['backend']} ({runner.info.get('session') or runner.info.get('kernel', '')}); bench row `{row}`  ",
+        f"Backend: {runner.info['backend']} ({runner.info.get('session') or runner.info.get('kernel', '')}); "
+        f"bench row `{row}`  ",
         f"Clip: {source}; {args.frames if not args.video else '?'} frames at 30 fps, H.264 + AAC",
         "",
         f"Network alone (`srexport bench`, median of {args.repeats}): **{net_ms:.1f} ms** "

@@ -5,8 +5,9 @@
 
 Each network runs `srexport.bench.bench` (every available backend in one run, a GEMM probe in
 the same run). RESULTS.md gets a summary (the CPU path `auto` picks without a GPU: the fused
-kernel for FSRCNN and FSRCNN-s, the tuned ONNX Runtime session for the rest, against the issue's targets), one table per network, the machine and the exact
-command. `--json` also writes every report as JSON.
+kernel for FSRCNN, FSRCNN-s and ESPCN, the tuned ONNX Runtime session for the rest, against the
+issue's targets), one table per network, the machine and the exact command. `--json` also writes
+every report as JSON.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def summary_line(report) -> str:
     vs = "" if best is None else f"{best / auto.ms_median:.2f}x"
     local = auto.local_fraction
     ow, oh = report.output_size
-    return (f"| {report.network} | x{report.scale} | {auto.backend} | {ow}x{oh} | {auto.ms_median:,.1f} | {auto.fps:.2f} | {auto.gflops:.0f} | "
+    return (f"| {report.network} | x{report.scale} | {auto.backend} | {ow}x{oh} | {auto.ms_median:,.1f} | "
+            f"{auto.fps:.2f} | {auto.gflops:.0f} | "
             f"{report.gemm_gflops:.0f} | {100 * auto.peak_fraction:.0f}% {verdict(auto.peak_fraction)} | "
             f"{'' if local is None else f'{100 * local:.0f}%'} {verdict(local)} | "
             f"{'' if target is None else f'{100 * target:.0f}%'} | {vs} |")
@@ -112,8 +114,8 @@ def main(argv=None) -> int:
         "",
         "## Summary: the auto CPU path (fused kernel where it applies, else tuned ONNX Runtime)",
         "",
-        "| network | scale | auto path | output | ms/frame | fps | GFLOP/s | GEMM probe (peak) GFLOP/s | % of peak probe | "
-        "% of adjacent probes | target | speed-up over the best of PyTorch eager and default ORT |",
+        "| network | scale | auto path | output | ms/frame | fps | GFLOP/s | GEMM probe (peak) GFLOP/s | "
+        "% of peak probe | % of adjacent probes | target | speed-up over the best of PyTorch eager and default ORT |",
         "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|",
         *[summary_line(r) for r in reports],
         "",

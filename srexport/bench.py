@@ -289,7 +289,8 @@ def _open(key: str, model, onnx_proto, threads):
         from .native import NativeRunner
 
         r = NativeRunner(onnx_proto, threads=threads)
-        return r, "cpu", "fp32", f"{r.threads} threads; max |diff| vs ONNX Runtime {r.info['max_abs_vs_onnxruntime']:.1e}"
+        return r, "cpu", "fp32", \
+            f"{r.threads} threads; max |diff| vs ONNX Runtime {r.info['max_abs_vs_onnxruntime']:.1e}"
     if key == "ort-fp16":
         from .fp16 import fp16_from_onnx
 

@@ -297,8 +297,9 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
 @checkpoint_option
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), help="An srexport ONNX file.")
 @click.option("--engine", type=click.Path(dir_okay=False, path_type=Path), help="An srexport TensorRT engine.")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt", "native"]), default="auto",
-              show_default=True, help="auto: TensorRT on an NVIDIA GPU, else the fused CPU kernel (native; FSRCNN, ESPCN), "
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt", "native"]),
+              default="auto", show_default=True,
+              help="auto: TensorRT on an NVIDIA GPU, else the fused CPU kernel (native; FSRCNN, ESPCN), "
               "else ONNX Runtime, else PyTorch.")
 @click.option("--tile", help="Tile size in LR pixels, or 'auto' (tiles overlap by the receptive field: no seams).")
 @click.option("--codec", help="Video encoder (default libx264; libx265, libvpx-vp9, libsvtav1, ...).")

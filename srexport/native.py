@@ -124,8 +124,10 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
         weight, bias = const(node, 1), const(node, 2)
         cout, cin, kh, kw = weight.shape
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if any(s != 1 for s in attrs.get("strides", [1, 1])) or pads[0] + pads[2] != kh - 1 or pads[1] + pads[3] != kw - 1:
-            raise NotAChain(f"{where}: Conv {node.name!r} does not keep the image size (stride 1, pads summing to k - 1)")
+        if any(s != 1 for s in attrs.get("strides", [1, 1])) or pads[0] + pads[2] != kh - 1 \
+                or pads[1] + pads[3] != kw - 1:
+            raise NotAChain(f"{where}: Conv {node.name!r} does not keep the image size "
+                            "(stride 1, pads summing to k - 1)")
         conv = Conv(weight, np.zeros(cout, np.float32) if bias is None else bias, -pads[0], -pads[1])
         tensor = node.output[0]
         after = by_input.get(tensor, []) if tensor != output else []
