@@ -2,9 +2,10 @@
 
 Rows (each only where it can run): PyTorch eager FP32 (CPU, or the GPU when there is one, TF32
 off), ONNX Runtime FP32 with a default session, ONNX Runtime tuned, srexport's fused CPU kernel
-(`native`: FSRCNN, FSRCNN-s and ESPCN; with the tuned session, the two rows `auto` chooses from on a
-CPU: `BenchReport.auto_row`), ONNX Runtime on the FP16 graph (FP32 I/O; ORT computes it in FP32 on x86, so this is a
-compatibility row, not an FP16 speed), TensorRT FP32 and FP16 engines, PyTorch CUDA FP16.
+(`native`: FSRCNN, FSRCNN-s and ESPCN; with the tuned session, the two rows `auto` chooses from on
+a CPU: `BenchReport.auto_row`), ONNX Runtime on the FP16 graph (FP32 I/O; ORT computes it in FP32
+on x86, so this is a compatibility row, not an FP16 speed), TensorRT FP32 and FP16 engines,
+PyTorch CUDA FP16.
 
 For each row: median (and best) ms per frame after warm-up, fps, output megapixels/s, GFLOP/s
 from the network's multiply-adds (`complexity.macs`, 2 FLOP each), the fraction of this machine's

@@ -197,8 +197,8 @@ def open_runner(*, model: nn.Module | None = None, onnx_path: str | os.PathLike 
 
     backend "auto": TensorRT when tensorrt imports, a CUDA GPU exists and an engine is given or can
     be built (into ~/.cache/srexport/engines, from `onnx_path` or an ONNX export of `model`), else
-    the fused CPU kernel where the network is a chain it runs (FSRCNN, ESPCN), else the tuned ONNX Runtime
-    CPU path, else PyTorch. "torch", "onnxruntime", "tensorrt" and "native" force one.
+    the fused CPU kernel where the network is a chain it runs (FSRCNN, ESPCN), else the tuned ONNX
+    Runtime CPU path, else PyTorch. "torch", "onnxruntime", "tensorrt" and "native" force one.
     precision "fp16": torch half on a CUDA GPU, an FP16 ONNX graph (FP32 I/O) for ONNX Runtime or
     an FP16 engine for TensorRT (an FP16 engine file already is one).
     """
@@ -250,12 +250,16 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
     if backend == "torch":
         return _torch_runner(model, precision)
     if backend == "native" or (backend == "auto" and precision == "fp32" and onnxruntime_available()):
+        from .native import NotAChain
+
         try:
             return _native_runner(model, onnx_path or (_engine_onnx(engine_path) if model is None else None),
                                   precision, threads)
-        except SRExportError:
+        except SRExportError as e:
             if backend == "native":
                 raise
+            if not isinstance(e, (NotAChain, MissingBackend)):  # it applies and was built, but failed its check
+                warnings.warn(f"fused CPU kernel not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()):
         if onnx_path is None and model is None:
             onnx_path = _engine_onnx(engine_path)
@@ -357,7 +361,8 @@ def _native_runner(model, onnx_path, precision: str, threads):
     try:
         runner = NativeRunner(proto, threads=threads, where=where)
     except NotAChain as e:
-        raise NotAChain(f"{e} (--backend native runs FSRCNN and ESPCN-style chains; use auto or onnxruntime)") from None
+        raise NotAChain(f"{e} (--backend native runs FSRCNN and ESPCN-style chains; use auto or onnxruntime)") \
+            from None
     runner.info["source"] = where
     return runner
 

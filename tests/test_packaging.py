@@ -30,7 +30,8 @@ def test_wheel_carries_models_and_finds_them(tmp_path):
     with zipfile.ZipFile(next(wheels.glob("srexport-*.whl"))) as whl:
         whl.extractall(site)
     assert (site / "srexport" / "_shipped" / "fsrcnn_s_x4.safetensors").is_file()
-    assert (site / "srexport" / "csrc" / "chain.c").read_bytes() == (REPO / "srexport" / "csrc" / "chain.c").read_bytes()
+    kernel = Path("srexport", "csrc", "chain.c")
+    assert (site / kernel).read_bytes() == (REPO / kernel).read_bytes()
     code = ("import srexport, srexport.checkpoint as c; "
             "print(srexport.__file__); print(c.shipped_checkpoint('fsrcnn_s', 4)); "
             "print(c.resolve_network('fsrcnn_s', 4)[1].network)")
