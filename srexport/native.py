@@ -46,6 +46,10 @@ class NotAChain(SRExportError):
     """The graph is not a chain the fused kernel runs."""
 
 
+class CheckFailed(SRExportError):
+    """The fused kernel's output on the check inputs is not within 1e-5 of ONNX Runtime's."""
+
+
 ACT_NONE, ACT_PRELU, ACT_TANH = 0, 1, 2  # the C file's activation kinds
 
 
@@ -373,7 +377,7 @@ class NativeRunner:
             x = rng.random((n, 1, h, w), dtype=np.float32)
             worst = max(worst, float(np.abs(self(x) - reference(x)).max()))
         if not worst <= MAX_ABS:
-            raise SRExportError(f"{where}: the fused kernel's output differs from ONNX Runtime's by {worst:.2e} "
+            raise CheckFailed(f"{where}: the fused kernel's output differs from ONNX Runtime's by {worst:.2e} "
                                 f"(more than {MAX_ABS:g}); use --backend onnxruntime")
         return worst
 

@@ -250,7 +250,7 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
     if backend == "torch":
         return _torch_runner(model, precision)
     if backend == "native" or (backend == "auto" and precision == "fp32" and onnxruntime_available()):
-        from .native import NotAChain
+        from .native import CheckFailed
 
         try:
             return _native_runner(model, onnx_path or (_engine_onnx(engine_path) if model is None else None),
@@ -258,7 +258,7 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
         except SRExportError as e:
             if backend == "native":
                 raise
-            if not isinstance(e, (NotAChain, MissingBackend)):  # it applies and was built, but failed its check
+            if isinstance(e, CheckFailed):  # it applies and was built: say why it is not used
                 warnings.warn(f"fused CPU kernel not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()):
         if onnx_path is None and model is None:

@@ -13,7 +13,6 @@ from PIL import Image
 from srexport import native
 from srexport.checkpoint import resolve_network
 from srexport.cli import main
-from srexport.errors import SRExportError
 from srexport.onnx_export import onnx_from_model
 from srexport.runtime import open_runner_for
 
@@ -101,7 +100,7 @@ def test_a_failed_check_is_an_error_for_native_and_a_warning_for_auto(monkeypatc
     import srexport.optimize
 
     monkeypatch.setattr(srexport.optimize, "MAX_ABS", -1.0)  # no output can pass
-    with pytest.raises(SRExportError, match="the fused kernel's output differs from ONNX Runtime's"):
+    with pytest.raises(native.CheckFailed, match="the fused kernel's output differs from ONNX Runtime's"):
         open_runner_for("fsrcnn", 2, random_weights=True, backend="native")
     with pytest.warns(UserWarning, match="fused CPU kernel not used"):
         assert open_runner_for("fsrcnn", 2, random_weights=True).name == "onnxruntime-cpu-tuned"
