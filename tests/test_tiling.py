@@ -7,6 +7,7 @@ import torch
 from srexport.archs import build, list_networks
 from srexport.checkpoint import resolve_network
 from srexport.errors import SRExportError
+from srexport.native import compiler
 from srexport.runtime import TorchRunner, open_runner
 from srexport.tiling import (activation_bytes_per_lr_pixel, auto_tile, parse_tile, receptive_radius,
                              upscale_tiled)
@@ -53,6 +54,16 @@ def test_tiled_with_onnxruntime_runner():
     x = np.random.default_rng(3).random((1, 1, 21, 26), dtype=np.float32)
     assert runner.arch is model
     assert np.abs(upscale_tiled(runner, x, 2, 8) - runner(x)).max() <= 1e-5
+
+
+@pytest.mark.skipif(compiler() is None, reason="no C compiler (cc) to build the fused kernel")
+@pytest.mark.parametrize("name", ["fsrcnn", "espcn"])
+def test_tiled_with_native_runner(name):
+    model, _ = resolve_network(name, 3, random_weights=True)
+    runner = open_runner(model=model, backend="native")
+    x = np.random.default_rng(4).random((1, 1, 45, 50), dtype=np.float32)
+    for tile in (8, (20, 33)):  # tiles of a single band of rows, and of two bands
+        assert np.abs(upscale_tiled(runner, x, 3, tile) - runner(x)).max() <= 1e-5
 
 
 @pytest.mark.parametrize("name", list_networks())
