@@ -255,6 +255,7 @@ def _cpu_id() -> str:
 
 
 def compiler() -> str | None:
+    """The C compiler's path ($CC, else cc), or None when there is none."""
     cc = os.environ.get("CC") or "cc"
     return shutil.which(cc)
 
