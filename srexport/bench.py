@@ -124,6 +124,7 @@ class BenchReport:
     warmup: int
     repeats: int
     interleaved: bool
+    auto_key: str = "ort-tuned"  # the CPU row `auto` takes: "native-fp32" where the fused kernel is its choice
 
     @property
     def gflop(self) -> float:
@@ -133,9 +134,10 @@ class BenchReport:
         return next((r for r in self.rows if r.key == key), None)
 
     def auto_row(self) -> BenchRow | None:
-        """The row of the CPU path `auto` takes: the fused kernel where it ran, else the tuned session."""
-        native = self.row("native-fp32")
-        return native if native is not None and native.ms_median is not None else self.row("ort-tuned")
+        """The row of the CPU path `auto` takes: the fused kernel where it is auto's choice and ran,
+        else the tuned session."""
+        row = self.row(self.auto_key)
+        return row if row is not None and row.ms_median is not None else self.row("ort-tuned")
 
     def table(self) -> str:
         w, h = self.output_size
@@ -290,8 +292,8 @@ def _open(key: str, model, onnx_proto, threads):
         from .native import NativeRunner
 
         r = NativeRunner(onnx_proto, threads=threads)
-        return r, "cpu", "fp32", \
-            f"{r.threads} threads; max |diff| vs ONNX Runtime {r.info['max_abs_vs_onnxruntime']:.1e}"
+        note = f"{r.threads} threads; max |diff| vs ONNX Runtime {r.info['max_abs_vs_onnxruntime']:.1e}"
+        return r, "cpu", "fp32", note + (f"; not auto's choice: {r.auto_reason}" if r.auto_reason else "")
     if key == "ort-fp16":
         from .fp16 import fp16_from_onnx
 
@@ -413,6 +415,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
 
     rows: dict[str, BenchRow] = {}
     runners: dict[str, object] = {}
+    auto_key = "ort-tuned"
     last_ms: dict[str, float] = {}
     quick = QuickProbe(threads=threads)
 
@@ -429,6 +432,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         return ms
 
     def open_row(key):
+        nonlocal auto_key
         say(f"open {key}")
         t = time.perf_counter()
         try:
@@ -437,6 +441,8 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
             rows[key] = BenchRow(key, LABELS[key], "", "", note=_one_line(e))
             return None
         rows[key] = BenchRow(key, LABELS[key], device, precision, setup_s=time.perf_counter() - t, note=note)
+        if key == "native-fp32" and not runner.auto_reason:
+            auto_key = key
         # A frame that would not fit in memory runs in tiles, as `upscale --tile auto` would run it.
         runner.arch = getattr(runner, "arch", None) or model
         try:
@@ -546,7 +552,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         weights=weights, gemm_gflops=peak,
         gemm_detail={"before": probe_before, "after": probe_after, "around_runs": quick.samples},
         rows=[rows[k] for k in keys if k in rows], skipped=skipped, machine=machine_info(), warmup=warmup,
-        repeats=repeats, interleaved=bool(interleave))
+        repeats=repeats, interleaved=bool(interleave), auto_key=auto_key)
 
 
 def _one_line(e: BaseException) -> str:

@@ -50,6 +50,10 @@ class CheckFailed(SRExportError):
     """The fused kernel's output on the check inputs is not within 1e-5 of ONNX Runtime's."""
 
 
+class NotPreferred(SRExportError):
+    """`auto` leaves this chain to ONNX Runtime on this build of the kernel (see `auto_choice`)."""
+
+
 ACT_NONE, ACT_PRELU, ACT_TANH = 0, 1, 2  # the C file's activation kinds
 
 
@@ -74,6 +78,7 @@ class Chain:
     dy: np.ndarray
     dx: np.ndarray
     bias: np.ndarray  # (scale * scale,) float32
+    upsampling: str = ""  # "ConvTranspose" or "DepthToSpace": what the taps replace
 
 
 # --- reading the chain from ONNX -------------------------------------------------------------
@@ -187,7 +192,7 @@ def _taps_of_conv_transpose(weight, bias, attrs, where: str) -> Chain:
     taps = [(ry * stride + rx, dy, dx, weight[:, 0, ky, kx])
             for ry in range(stride) for rx in range(stride)
             for dy, ky in offsets(ry, pads[0], kh) for dx, kx in offsets(rx, pads[1], kw)]
-    return _tap_chain(taps, stride, 0.0 if bias is None else bias.reshape(-1)[0], where)
+    return _tap_chain(taps, stride, 0.0 if bias is None else bias.reshape(-1)[0], where, "ConvTranspose")
 
 
 def _taps_of_subpixel_conv(conv: Conv, shuffle, where: str) -> Chain:
@@ -201,10 +206,10 @@ def _taps_of_subpixel_conv(conv: Conv, shuffle, where: str) -> Chain:
         raise NotAChain(f"{where}: the DepthToSpace does not make one channel of the Conv's {cout}")
     taps = [(c, conv.top + ky, conv.left + kx, conv.weight[c, :, ky, kx])
             for c in range(cout) for ky in range(kh) for kx in range(kw)]
-    return _tap_chain(taps, stride, conv.bias, where)
+    return _tap_chain(taps, stride, conv.bias, where, "DepthToSpace")
 
 
-def _tap_chain(taps, stride: int, bias, where: str) -> Chain:
+def _tap_chain(taps, stride: int, bias, where: str, upsampling: str) -> Chain:
     """Taps (phase, dy, dx, weights over cin) and the bias of each phase (or one for all) as the
     chain's last layer: a 1x1 convolution whose channel count is rounded up with zero taps to a
     multiple of a register block (chain.c's pick_row)."""
@@ -216,7 +221,7 @@ def _tap_chain(taps, stride: int, bias, where: str) -> Chain:
         raise NotAChain(f"{where}: the last layer reaches further sideways than the fused kernel does")
     conv = Conv(np.stack(w).reshape(count, cin, 1, 1).astype(np.float32), np.zeros(count, np.float32), 0, 0)
     return Chain([conv], stride, np.array(phase, np.int32), np.array(dy, np.int32), np.array(dx, np.int32),
-                 np.broadcast_to(np.asarray(bias, np.float32), (stride * stride,)).copy())
+                 np.broadcast_to(np.asarray(bias, np.float32), (stride * stride,)).copy(), upsampling)
 
 
 def _check_limits(chain: Chain, where: str) -> None:
@@ -314,11 +319,27 @@ def _build_and_load() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     lib.sr_chain_rows.restype = ctypes.c_int
     lib.sr_block.restype = ctypes.c_int
+    lib.sr_vector_floats.restype = ctypes.c_int
     lib.sr_block.argtypes = [ctypes.c_int]
     lib.sr_chain_rows.argtypes = [ctypes.c_int, ctypes.POINTER(_Conv), ctypes.c_int, ctypes.POINTER(_Taps),
                                   ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                   ctypes.c_int]
     return lib
+
+
+def auto_choice(chain: Chain, vector_floats: int) -> str:
+    """"" when `auto` should run `chain` on the fused kernel built with `vector_floats`-wide
+    vectors, else why not. Measured on this project's AVX-512 machine against the tuned ONNX
+    Runtime session (benchmarks/RESULTS*.md): 3.2-4.0x faster on ConvTranspose chains (FSRCNN,
+    FSRCNN-s) and 1.1-1.2x on sub-pixel ones (ESPCN), whose 64- and 32-channel layers ONNX Runtime
+    already runs well. Built for AVX2 (-march=x86-64-v3) on the same CPU the kernel is 1.7-1.8x
+    slower, for SSE (-march=x86-64) 5-6x: an AVX2 build keeps the ConvTranspose chains' margin but
+    not the sub-pixel chains', and 4-float builds (SSE, NEON: not measured) are left out."""
+    if vector_floats < 8:
+        return f"the fused kernel built here has {vector_floats}-float vectors; ONNX Runtime is faster"
+    if chain.upsampling == "DepthToSpace" and vector_floats < 16:
+        return "sub-pixel chains gain over ONNX Runtime only with AVX-512 (the fused kernel built here has AVX2)"
+    return ""
 
 
 def applicable(proto, where: str = "ONNX model") -> str:
@@ -337,11 +358,16 @@ class NativeRunner:
     """The fused kernel as a runner: (N, 1, H, W) float32 -> (N, 1, s*H, s*W), rows split into one
     band per thread (ctypes releases the GIL during the call)."""
 
-    def __init__(self, proto, *, threads: int | None = None, where: str = "ONNX model", check: bool = True):
+    def __init__(self, proto, *, threads: int | None = None, where: str = "ONNX model", check: bool = True,
+                 for_auto: bool = False):
         from .runtime import physical_cores
 
         self.chain = chain_from_onnx(proto, where)
         self.lib = library()
+        self.vector_floats = self.lib.sr_vector_floats()
+        self.auto_reason = auto_choice(self.chain, self.vector_floats)  # "" when `auto` takes it
+        if for_auto and self.auto_reason:
+            raise NotPreferred(f"{where}: {self.auto_reason}")
         self.scale = self.chain.scale
         self.threads = threads or physical_cores()
         self._keep = []  # the arrays the C structures point into
@@ -357,6 +383,7 @@ class NativeRunner:
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self.name = "native-cpu-fused"
         self.info = {"backend": "native", "device": "cpu", "threads": self.threads,
+                     "vector_floats": self.vector_floats,
                      "kernel": f"{SOURCE.name}, fused row-streaming chain of {len(self.chain.layers)} layers"}
         self._bytes_per_lr_pixel = 4.0 * (1 + self.scale ** 2)  # input and output only: tiling never needed
         if check:

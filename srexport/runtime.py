@@ -17,9 +17,9 @@ a GPU) differs from a default session in:
 
 Without a GPU, `auto` first tries the fused kernel (`native.NativeRunner`): it applies to a plain
 chain of Convs and activations ending in a ConvTranspose or a sub-pixel Conv (FSRCNN, FSRCNN-s,
-ESPCN), runs FSRCNN 3-4x and ESPCN 1.1-1.2x faster than the tuned session, and is used only when a
-C compiler built it here and its output matched ONNX Runtime's within 1e-5; anything else falls
-through to the tuned session.
+ESPCN), runs FSRCNN 3-4x and ESPCN 1.1-1.2x faster than the tuned session with AVX-512, and is used
+only when a C compiler built it here with vectors wide enough to win (`native.auto_choice`) and
+its output matched ONNX Runtime's within 1e-5; anything else falls through to the tuned session.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
 
         try:
             return _native_runner(model, onnx_path or (_engine_onnx(engine_path) if model is None else None),
-                                  precision, threads)
+                                  precision, threads, for_auto=backend == "auto")
         except SRExportError as e:
             if backend == "native":
                 raise
@@ -352,14 +352,14 @@ def _ort_runner(model, onnx_path, precision: str, threads, spin: bool, *, tuned:
     return runner
 
 
-def _native_runner(model, onnx_path, precision: str, threads):
+def _native_runner(model, onnx_path, precision: str, threads, *, for_auto: bool = False):
     from .native import NativeRunner, NotAChain
 
     if precision != "fp32":
         raise SRExportError("--backend native computes in FP32 only")
     proto, where = _onnx_proto(model, onnx_path)
     try:
-        runner = NativeRunner(proto, threads=threads, where=where)
+        runner = NativeRunner(proto, threads=threads, where=where, for_auto=for_auto)
     except NotAChain as e:
         raise NotAChain(f"{e} (--backend native runs FSRCNN and ESPCN-style chains; use auto or onnxruntime)") \
             from None

@@ -48,6 +48,21 @@ def test_matches_pytorch(name, scale):
         assert np.abs(got - expected).max() <= 1e-5, shape
 
 
+@needs_compiler
+def test_tanh_saturates_like_pytorch():
+    """ESPCN with its first layer's weights x 60: pre-activations far past tanh's +-9 clamp, both signs."""
+    model, _ = _network("espcn", 2)
+    with torch.no_grad():
+        model.body[0].weight.mul_(60)
+    proto = onnx_from_model(model, resolve_network("espcn", 2, random_weights=True)[1])
+    x = np.random.default_rng(5).random((1, 1, 19, 23), dtype=np.float32) * 4 - 2
+    with torch.no_grad():
+        pre = model.body[0](torch.from_numpy(x))
+        expected = model(torch.from_numpy(x)).numpy()
+    assert pre.min() < -50 and pre.max() > 50
+    assert np.abs(native.NativeRunner(proto)(x) - expected).max() <= 1e-5
+
+
 def test_subpixel_conv_becomes_one_tap_per_kernel_position():
     for scale in (2, 3, 4):
         model, proto = _network("espcn", scale)
@@ -90,8 +105,49 @@ def test_refuses_a_transposed_conv_that_is_not_exactly_s_times():
 @needs_compiler
 def test_auto_picks_it_where_it_applies():
     assert open_runner_for("fsrcnn", 3, random_weights=True).name == "native-cpu-fused"
-    assert open_runner_for("espcn", 3, random_weights=True).name == "native-cpu-fused"
+    wide = native.library().sr_vector_floats() == 16  # ESPCN only with AVX-512 (auto_choice)
+    assert open_runner_for("espcn", 3, random_weights=True).name == ("native-cpu-fused" if wide else
+                                                                     "onnxruntime-cpu-tuned")
     assert open_runner_for("red", 3, random_weights=True).name == "onnxruntime-cpu-tuned"
+
+
+def test_auto_choice_by_vector_width():
+    fsrcnn, espcn = (native.chain_from_onnx(_network(name, 2)[1]) for name in ("fsrcnn", "espcn"))
+    assert [native.auto_choice(fsrcnn, floats) == "" for floats in (16, 8, 4)] == [True, True, False]
+    assert [native.auto_choice(espcn, floats) == "" for floats in (16, 8, 4)] == [True, False, False]
+
+
+def _cpu_has(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and f" {flag}" in line for line in f)
+    except OSError:
+        return False
+
+
+@needs_compiler
+@pytest.mark.skipif(not _cpu_has("avx2"), reason="needs an x86 CPU with AVX2 to run the AVX2 and SSE builds")
+def test_narrower_builds_are_exact_and_auto_follows_them(monkeypatch, tmp_path):
+    """The kernel built for AVX2 and for SSE (8- and 4-float vectors, the 16-register blocking)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model, proto = _network("espcn", 2)
+    x = np.random.default_rng(6).random((1, 1, 37, 41), dtype=np.float32) * 4 - 2
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    flags = native.FLAGS
+    try:
+        for march, floats in (("x86-64-v3", 8), ("x86-64", 4)):
+            monkeypatch.setattr(native, "FLAGS", tuple(f"-march={march}" if f == "-march=native" else f for f in flags))
+            native.forget_library()
+            runner = native.NativeRunner(proto)
+            assert runner.vector_floats == floats
+            assert np.abs(runner(x) - expected).max() <= 1e-5
+            assert native.NativeRunner(_network("fsrcnn", 3)[1]).vector_floats == floats
+            assert open_runner_for("espcn", 2, random_weights=True).name == "onnxruntime-cpu-tuned"
+            fsrcnn = open_runner_for("fsrcnn", 2, random_weights=True).name
+            assert fsrcnn == ("native-cpu-fused" if floats == 8 else "onnxruntime-cpu-tuned")
+    finally:
+        native.forget_library()
     assert open_runner_for("fsrcnn", 3, random_weights=True, backend="onnxruntime").name == "onnxruntime-cpu-tuned"
 
 

@@ -11,17 +11,34 @@
  * input image, one channel), zero outside the image, like an ONNX Conv with zero padding. The last
  * layer is a 1x1 convolution whose channels are taps of the output phases (a strided ConvTranspose
  * as one GEMM-shaped layer without its zero taps, see sr_chain_rows). Vectors are GCC's generic
- * 16-float vectors; compiled with -march=native they become AVX-512 (or two AVX2 halves, or four
- * SSE quarters).
+ * vectors as wide as one register of the instruction set -march=native selects (16 floats for
+ * AVX-512, 8 for AVX2, 4 for SSE or NEON), with register blocking to match.
  */
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef int i16 __attribute__((vector_size(64)));
+/* Vector width and register blocking by instruction set: COB output channels x XB vectors of
+ * accumulators (see DEFINE_ROW) must stay in registers, with room for the inputs and a weight. */
+#if defined(__AVX512F__)
+#define VL 16 /* floats per vector: one AVX-512 register */
+#define ALL(x) {x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}
+#elif defined(__AVX__)
+#define VL 8 /* one AVX register */
+#define ALL(x) {x, x, x, x, x, x, x, x}
+#else
+#define VL 4 /* one SSE or NEON register */
+#define ALL(x) {x, x, x, x}
+#endif
+#if defined(__AVX512F__) || defined(__aarch64__) /* 32 vector registers: up to 28 accumulators */
+#define ROW_BLOCKS(X) X(14, 2) X(12, 2) X(8, 3) X(7, 4) X(6, 4) X(5, 4) X(4, 4) X(3, 4) X(2, 4) X(1, 4)
+#else /* 16 registers (AVX2, SSE): up to 12 */
+#define ROW_BLOCKS(X) X(6, 2) X(5, 2) X(4, 3) X(3, 4) X(2, 4) X(1, 4)
+#endif
 
-#define VL 16          /* floats per vector */
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vfu __attribute__((vector_size(VL * 4), aligned(4)));
+typedef int vi __attribute__((vector_size(VL * 4)));
+
 #define XB_MAX 4       /* widest run of vectors one call keeps in registers */
 #define PAD 16         /* zero columns left and right of every stored row: windows reach at most PAD */
 #define MAX_LAYERS 32
@@ -42,26 +59,26 @@ typedef struct {         /* the last layer's channels: each adds into one output
     const float *bias;   /* [s * s] */
 } sr_taps;
 
-static inline v16 load(const float *p) { return *(const v16u *)p; }
-static inline void store(float *p, v16 v) { *(v16u *)p = v; }
-static inline v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+static inline vf load(const float *p) { return *(const vfu *)p; }
+static inline void store(float *p, vf v) { *(vfu *)p = v; }
+static inline vf splat(float x) { return (vf)ALL(x); } /* not (vf){} + x: an add the compiler must keep */
 
-static inline v16 blend(i16 mask, v16 a, v16 b) { return (v16)(((i16)a & mask) | ((i16)b & ~mask)); }
+static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
-static inline v16 prelu(v16 v, float slope) { return blend(v > splat(0.0f), v, v * splat(slope)); }
+static inline vf prelu(vf v, float slope) { return blend(v > splat(0.0f), v, v * splat(slope)); }
 
 /* tanh(x) = sign(x) (1 - t) / (1 + t) with t = exp(-2|x|) in [0, 1]: no cancellation for large |x|,
  * absolute error about 1e-7 everywhere. exp by n = round(z log2 e), r = z - n ln 2 (two-part ln 2),
  * e^r by its degree-7 Taylor polynomial (|r| <= 0.35: truncation 6e-9), 2^n into the exponent bits. */
-static inline v16 tanh16(v16 x) {
-    const i16 sign_bit = (i16)splat(-0.0f);
-    v16 a = (v16)((i16)x & ~sign_bit);
+static inline vf tanh_v(vf x) {
+    const vi sign_bit = (vi)ALL((int)0x80000000u);
+    vf a = (vf)((vi)x & ~sign_bit);
     a = blend(a < splat(9.0f), a, splat(9.0f)); /* tanh(9) rounds to 1 in float */
-    const v16 z = a * splat(-2.0f);
-    const i16 n = __builtin_convertvector(z * splat(1.44269504f) - splat(0.5f), i16); /* z <= 0: rounds */
-    const v16 nf = __builtin_convertvector(n, v16);
-    const v16 r = z - nf * splat(0.693145752f) - nf * splat(1.42860677e-6f);
-    v16 p = splat(1.0f / 5040);
+    const vf z = a * splat(-2.0f);
+    const vi n = __builtin_convertvector(z * splat(1.44269504f) - splat(0.5f), vi); /* z <= 0: rounds */
+    const vf nf = __builtin_convertvector(n, vf);
+    const vf r = z - nf * splat(0.693145752f) - nf * splat(1.42860677e-6f);
+    vf p = splat(1.0f / 5040);
     p = p * r + splat(1.0f / 720);
     p = p * r + splat(1.0f / 120);
     p = p * r + splat(1.0f / 24);
@@ -69,14 +86,14 @@ static inline v16 tanh16(v16 x) {
     p = p * r + splat(0.5f);
     p = p * r + splat(1.0f);
     p = p * r + splat(1.0f);
-    const v16 t = p * (v16)((n + 127) << 23);
-    const v16 y = (splat(1.0f) - t) / (splat(1.0f) + t);
-    return (v16)((i16)y | ((i16)x & sign_bit));
+    const vf t = p * (vf)((n + 127) << 23);
+    const vf y = (splat(1.0f) - t) / (splat(1.0f) + t);
+    return (vf)((vi)y | ((vi)x & sign_bit));
 }
 
-static inline v16 activate(const sr_conv *g, int c, v16 v) {
+static inline vf activate(const sr_conv *g, int c, vf v) {
     if (g->act == ACT_PRELU) return prelu(v, g->slope[c]);
-    if (g->act == ACT_TANH) return tanh16(v);
+    if (g->act == ACT_TANH) return tanh_v(v);
     return v;
 }
 
@@ -84,10 +101,10 @@ static inline v16 activate(const sr_conv *g, int c, v16 v) {
  * Weights are packed by block: [cout / COB][cin][kh][kw][COB], so one pointer walks them in order. */
 #define TAP(COB, XB, src)                                                                                     \
     do {                                                                                               \
-        v16 in[XB];                                                                                    \
+        vf in[XB];                                                                                    \
         for (int u = 0; u < XB; u++) in[u] = load((src) + u * VL);                                     \
         for (int j = 0; j < COB; j++) {                                                                \
-            v16 wj = splat(w[j]);                                                                      \
+            vf wj = splat(w[j]);                                                                      \
             for (int u = 0; u < XB; u++) acc[j][u] += wj * in[u];                                      \
         }                                                                                              \
         w += COB;                                                                                      \
@@ -98,7 +115,7 @@ static inline v16 activate(const sr_conv *g, int c, v16 v) {
                                  int wv, int c0) {                                                     \
         const float *block = g->w + (size_t)c0 * g->cin * g->kh * g->kw;                               \
         for (int x = 0; x < wv; x += VL * XB) {                                                        \
-            v16 acc[COB][XB];                                                                          \
+            vf acc[COB][XB];                                                                          \
             for (int j = 0; j < COB; j++)                                                              \
                 for (int u = 0; u < XB; u++) acc[j][u] = splat(g->b[c0 + j]);                          \
             const float *w = block;                                                                    \
@@ -120,31 +137,27 @@ static inline v16 activate(const sr_conv *g, int c, v16 v) {
         }                                                                                              \
     }
 
-DEFINE_ROW(14, 2)
-DEFINE_ROW(12, 2)
-DEFINE_ROW(8, 3)
-DEFINE_ROW(7, 4)
-DEFINE_ROW(6, 4)
-DEFINE_ROW(5, 4)
-DEFINE_ROW(4, 4)
-DEFINE_ROW(3, 4)
-DEFINE_ROW(2, 4)
-DEFINE_ROW(1, 4)
+ROW_BLOCKS(DEFINE_ROW)
 
 typedef void (*row_fn)(const sr_conv *, const float *const *, int, float *, int, int);
 
 /* The largest channel block that divides cout (so no remainder code is needed). */
 static row_fn pick_row(int cout, int *block) {
-    /* 16 x 1 would load one input vector per 16 FMAs (plus 16 broadcasts); 8 x 3 loads 3 per 24 */
-    static const int blocks[] = {14, 12, 8, 7, 6, 5, 4, 3, 2, 1};
-    static const row_fn fns[] = {row_14_2, row_12_2, row_8_3, row_7_4, row_6_4,
-                                 row_5_4,  row_4_4,  row_3_4, row_2_4, row_1_4};
+    /* few channels over more vectors beat many over one: 16 x 1 would load one input vector per 16
+     * FMAs (plus 16 broadcasts), 8 x 3 loads 3 per 24 */
+#define BLOCK_OF(COB, XB) COB,
+#define ROW_OF(COB, XB) row_##COB##_##XB,
+    static const int blocks[] = {ROW_BLOCKS(BLOCK_OF)};
+    static const row_fn fns[] = {ROW_BLOCKS(ROW_OF)};
     for (int i = 0;; i++)
         if (cout % blocks[i] == 0) {
             *block = blocks[i];
             return fns[i];
         }
 }
+
+/* Floats per vector in this build (16: AVX-512, 8: AVX2, 4: SSE or NEON). */
+int sr_vector_floats(void) { return VL; }
 
 /* The block size weights of a layer with cout outputs are packed by (see DEFINE_ROW). */
 int sr_block(int cout) {
