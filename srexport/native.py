@@ -78,7 +78,7 @@ class Chain:
     dy: np.ndarray
     dx: np.ndarray
     bias: np.ndarray  # (scale * scale,) float32
-    upsampling: str = ""  # "ConvTranspose" or "DepthToSpace": what the taps replace
+    upsampling: str  # "ConvTranspose" or "DepthToSpace": what the taps replace
 
 
 # --- reading the chain from ONNX -------------------------------------------------------------
@@ -87,7 +87,9 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
     """The fused-kernel form of `proto`, or NotAChain saying what does not fit: Convs that keep the
     image size, each optionally followed by PRelu, Relu, LeakyRelu or Tanh, ending in a
     ConvTranspose whose output is exactly s x its input (FSRCNN) or in a Conv + DepthToSpace (ESPCN)."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
+
+    from .optimize import _attrs
 
     g = proto.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -118,7 +120,7 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
     layers: list[Conv] = []
     while True:
         node = only_consumer(tensor)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attrs(node)
         if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])) or \
                 attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             raise NotAChain(f"{where}: {node.op_type} {node.name!r} is grouped, dilated or auto-padded")
@@ -157,13 +159,12 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
 
 
 def _slopes(node, consts, channels: int, where: str) -> np.ndarray:
-    from onnx import helper
+    from .optimize import _attrs
 
     if node.op_type == "Relu":
         return np.zeros(channels, np.float32)
     if node.op_type == "LeakyRelu":
-        alpha = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "alpha"), 0.01)
-        return np.full(channels, alpha, np.float32)
+        return np.full(channels, _attrs(node).get("alpha", 0.01), np.float32)
     slope = consts.get(node.input[1])
     if slope is None or slope.size not in (1, channels) or slope.size != max(slope.shape, default=1):
         raise NotAChain(f"{where}: PRelu {node.name!r} slopes are not a constant per channel")
@@ -198,9 +199,9 @@ def _taps_of_conv_transpose(weight, bias, attrs, where: str) -> Chain:
 def _taps_of_subpixel_conv(conv: Conv, shuffle, where: str) -> Chain:
     """A Conv to s*s channels followed by DepthToSpace(s) to one channel (ESPCN's last layer): its
     channel c is output phase c in both DCR and CRD order; every kernel position is one tap."""
-    from onnx import helper
+    from .optimize import _attrs
 
-    stride = next((helper.get_attribute_value(a) for a in shuffle.attribute if a.name == "blocksize"), 0)
+    stride = _attrs(shuffle).get("blocksize", 0)
     cout, cin, kh, kw = conv.weight.shape
     if stride < 1 or cout != stride * stride:
         raise NotAChain(f"{where}: the DepthToSpace does not make one channel of the Conv's {cout}")
@@ -424,8 +425,9 @@ class NativeRunner:
                 codes = [self._run(h, w, *job) for job in jobs]
             else:
                 codes = list(self._pool.map(lambda job: self._run(h, w, *job), jobs))
-            if any(codes):
-                raise SRExportError("the fused kernel ran out of memory")
+            if any(codes):  # -1: arguments the checks above rule out; -2: memory
+                raise SRExportError("the fused kernel ran out of memory" if -2 in codes
+                                    else "the fused kernel refused the chain's arguments")
         return out
 
     def _run(self, h, w, src, dst, y0, y1) -> int:

@@ -249,7 +249,7 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
             warnings.warn(f"TensorRT not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "torch":
         return _torch_runner(model, precision)
-    if backend == "native" or (backend == "auto" and precision == "fp32" and onnxruntime_available()):
+    if backend == "native" or (backend == "auto" and precision == "fp32"):
         from .native import CheckFailed
 
         try:
@@ -357,6 +357,8 @@ def _native_runner(model, onnx_path, precision: str, threads, *, for_auto: bool 
 
     if precision != "fp32":
         raise SRExportError("--backend native computes in FP32 only")
+    if not onnxruntime_available():  # each session checks its output against ONNX Runtime's
+        raise MissingBackend("--backend native needs onnxruntime to check its output: pip install onnxruntime")
     proto, where = _onnx_proto(model, onnx_path)
     try:
         runner = NativeRunner(proto, threads=threads, where=where, for_auto=for_auto)

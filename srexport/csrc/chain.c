@@ -167,7 +167,7 @@ int sr_block(int cout) {
 }
 
 typedef struct {
-    int nlayers, H, W, wv, stride;
+    int H, W, wv, stride;
     const sr_conv *layers;
     const float *in;
     float *zero;                     /* a row of zeros (every channel) for rows outside the image */
@@ -209,12 +209,12 @@ static void advance(stream *t, int i, int need) {
  * ConvTranspose as a GEMM-shaped convolution without zero taps, whose rows are added into s*s
  * phase rows of accumulators as soon as they are computed (`taps`), then interleaved into `out`.
  * Bands of rows can run on separate threads; each recomputes the few rows its windows need from
- * outside the band. Returns 0, or -1 when memory runs out or the chain is out of bounds. */
+ * outside the band. Returns 0, -1 when the chain is out of this kernel's bounds, -2 when memory
+ * runs out. */
 int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps, const float *in, int H, int W,
                   float *out, int y0, int y1) {
     if (nlayers < 1 || nlayers > MAX_LAYERS || H < 1 || W < 1 || s < 1) return -1;
     stream t = {0};
-    t.nlayers = nlayers;
     t.layers = layers;
     t.in = in;
     t.H = H;
@@ -255,7 +255,8 @@ int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps
     int started = y0, emitted = y0; /* output rows [emitted, started) are accumulating */
     for (int yz = zfirst; ok && yz <= zlast + 1; yz++) {
         /* emit every output row no later tap row reaches, freeing its accumulators */
-        const int emit_to = yz > zlast || yz - dy1 > started ? started : yz - dy1;
+        int emit_to = yz > zlast ? started : yz - dy1;
+        if (emit_to > started) emit_to = started;
         for (; emitted < emit_to; emitted++)
             for (int p = 0; p < phases; p++) {
                 const float *a = acc + ((size_t)(emitted % rows) * phases + p) * t.stride;
@@ -283,5 +284,5 @@ int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps
     for (int i = 0; i <= nlayers; i++) free(t.ring[i]);
     free(t.zero);
     free(acc);
-    return ok ? 0 : -1;
+    return ok ? 0 : -2;
 }
