@@ -3,6 +3,7 @@ command covers."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -74,6 +75,61 @@ def artifact_info(path: str | os.PathLike) -> dict:
             raise SRExportError(f"{path}: engine has no readable JSON sidecar ({path}.json)")
         return {"kind": "tensorrt-engine", "path": str(path), **sidecar}
     raise SRExportError(f"{path}: unknown artifact type (expected .safetensors, .onnx or .engine)")
+
+
+def info_text(data: dict) -> str:
+    """`srexport info` for people: one line per field, with the training history (thousands of
+    epochs) summarised and each evaluated set on one line; `--json` keeps everything."""
+    lines = []
+    for key, value in data.items():
+        if key == "training" and isinstance(value, dict) and value:
+            lines.append("training:")
+            lines += [f"  {line}" for line in _training_lines(value)]
+        elif key == "metrics" and isinstance(value, dict) and value:
+            lines.append("metrics:")
+            lines += [f"  {line}" for line in _metrics_lines(value)]
+        else:
+            lines.append(f"{key}: {_compact(value)}")
+    return "\n".join(lines)
+
+
+def _compact(value) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _training_lines(training: dict) -> list[str]:
+    lines = []
+    for key, value in training.items():
+        if key == "history" and isinstance(value, list) and value:
+            vals = [(h["epoch"], h["val_psnr"]) for h in value if h.get("val_psnr") is not None]
+            text = f"{len(value)} epochs"
+            if vals:
+                best = max(vals, key=lambda v: v[1])
+                text += (f", validation PSNR {vals[0][1]:.2f} dB at epoch {vals[0][0]} -> {vals[-1][1]:.2f} "
+                         f"at epoch {vals[-1][0]} (best {best[1]:.2f} at epoch {best[0]})")
+            lines.append(f"history: {text}; --json prints every epoch")
+        elif key == "recipe" and isinstance(value, dict):
+            lines.append(f"recipe: {_compact({k: v for k, v in value.items() if k != 'why'})}")
+            if value.get("why"):
+                lines.append(f"recipe why: {value['why']}")
+        else:
+            lines.append(f"{key}: {_compact(value)}")
+    return lines
+
+
+def _metrics_lines(metrics: dict) -> list[str]:
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, dict) and "psnr" in value:
+            text = f"{key}: PSNR {value['psnr']:.2f} dB"
+            if value.get("ssim") is not None:
+                text += f", SSIM {value['ssim']:.4f}"
+            extra = [f"{label} {value[k]:.2f}" for k, label in (("published_psnr", "paper"), ("bicubic_psnr", "bicubic"))
+                     if value.get(k) is not None]
+            lines.append(text + (f" ({', '.join(extra)})" if extra else ""))
+        else:
+            lines.append(f"{key}: {_compact(value)}")
+    return lines
 
 
 def chosen_networks(name: str, scale: int | None, checkpoint, random_weights: bool

@@ -81,11 +81,10 @@ def info(path, as_json):
     Example:
       srexport info engines/espcn_x3.onnx
     """
-    from .catalog import artifact_info
+    from .catalog import artifact_info, info_text
 
     data = artifact_info(path)
-    emit(data, as_json, "\n".join(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
-                                  for k, v in data.items()))
+    emit(data, as_json, info_text(data))
 
 
 @main.command()

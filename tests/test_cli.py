@@ -104,5 +104,8 @@ def test_train_eval_record_info(run, tmp_path):
     info = json.loads(run("info", "m.safetensors", "--json").output)
     assert info["metrics"]["data"]["psnr"] == pytest.approx(measured["psnr"], abs=1e-3)
     assert info["training"]  # provenance recorded by train
+    text = run("info", "m.safetensors").output  # for people: history summarised, each set on a line
+    assert "history: 2 epochs, validation PSNR" in text and '"val_psnr"' not in text
+    assert f"data: PSNR {measured['psnr']:.2f} dB" in text
     bad = run("train", "fsrcnn_s", "--scale", 2, "--data", tmp_path / "nowhere", "-o", "n.safetensors")
     assert bad.exit_code == EXIT_USER_ERROR and "nowhere" in bad.output
