@@ -89,7 +89,7 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
     ConvTranspose whose output is exactly s x its input (FSRCNN) or in a Conv + DepthToSpace (ESPCN)."""
     from onnx import numpy_helper
 
-    from .optimize import _attrs
+    from .optimize import node_attributes
 
     g = proto.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -120,7 +120,7 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
     layers: list[Conv] = []
     while True:
         node = only_consumer(tensor)
-        attrs = _attrs(node)
+        attrs = node_attributes(node)
         if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])) or \
                 attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             raise NotAChain(f"{where}: {node.op_type} {node.name!r} is grouped, dilated or auto-padded")
@@ -159,12 +159,12 @@ def chain_from_onnx(proto, where: str = "ONNX model") -> Chain:
 
 
 def _slopes(node, consts, channels: int, where: str) -> np.ndarray:
-    from .optimize import _attrs
+    from .optimize import node_attributes
 
     if node.op_type == "Relu":
         return np.zeros(channels, np.float32)
     if node.op_type == "LeakyRelu":
-        return np.full(channels, _attrs(node).get("alpha", 0.01), np.float32)
+        return np.full(channels, node_attributes(node).get("alpha", 0.01), np.float32)
     slope = consts.get(node.input[1])
     if slope is None or slope.size not in (1, channels) or slope.size != max(slope.shape, default=1):
         raise NotAChain(f"{where}: PRelu {node.name!r} slopes are not a constant per channel")
@@ -199,9 +199,9 @@ def _taps_of_conv_transpose(weight, bias, attrs, where: str) -> Chain:
 def _taps_of_subpixel_conv(conv: Conv, shuffle, where: str) -> Chain:
     """A Conv to s*s channels followed by DepthToSpace(s) to one channel (ESPCN's last layer): its
     channel c is output phase c in both DCR and CRD order; every kernel position is one tap."""
-    from .optimize import _attrs
+    from .optimize import node_attributes
 
-    stride = _attrs(shuffle).get("blocksize", 0)
+    stride = node_attributes(shuffle).get("blocksize", 0)
     cout, cin, kh, kw = conv.weight.shape
     if stride < 1 or cout != stride * stride:
         raise NotAChain(f"{where}: the DepthToSpace does not make one channel of the Conv's {cout}")

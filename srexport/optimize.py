@@ -65,7 +65,8 @@ class OptimizeReport:
                 "applied": self.applied, "reason": self.reason, "nchwc": self.nchwc}
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def node_attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name, as Python values (also used by native.chain_from_onnx)."""
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -81,7 +82,7 @@ def _unique(name: str, taken: set[str]) -> str:
 def _transpose_geometry(node: onnx.NodeProto, weight: np.ndarray):
     """(stride, kernel, pads_begin, pads_end, output_padding) per spatial axis, or None when the
     node is outside what the rewrites cover (groups, dilation, auto_pad, explicit output_shape)."""
-    a = _attrs(node)
+    a = node_attributes(node)
     if weight.ndim != 4 or a.get("group", 1) != 1 or "output_shape" in a:
         return None
     auto_pad = a.get("auto_pad", b"NOTSET")
@@ -274,7 +275,7 @@ def _fold_sign_flip(g: _Graph, prelu: onnx.NodeProto, slope: np.ndarray, produce
     for c in consumers:
         w = g.const(c.input[1]) if len(c.input) > 1 and c.input[0] == prelu.output[0] else None
         axis = {"Conv": 1, "ConvTranspose": 0}.get(c.op_type)
-        if w is None or axis is None or _attrs(c).get("group", 1) != 1 or w.shape[axis] != channels \
+        if w is None or axis is None or node_attributes(c).get("group", 1) != 1 or w.shape[axis] != channels \
                 or prelu.output[0] in c.input[1:]:
             return None
         axes.append(axis)
@@ -415,7 +416,7 @@ def rewrite_ensemble_sum(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
     replaced: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes emitted in its place
     notes = []
     for cat in g.graph.node:
-        if cat.op_type != "Concat" or _attrs(cat).get("axis") != 1 or len(cat.input) < 3:
+        if cat.op_type != "Concat" or node_attributes(cat).get("axis") != 1 or len(cat.input) < 3:
             continue
         users = g.consumers.get(cat.output[0], [])
         if len(users) != 1 or users[0].op_type != "Mul":
@@ -427,7 +428,7 @@ def rewrite_ensemble_sum(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
             continue
         red = reductions[0]
         axes = g.const(red.input[1])
-        if axes is None or [int(a) for a in axes.reshape(-1)] != [1] or _attrs(red).get("keepdims", 1) != 1:
+        if axes is None or [int(a) for a in axes.reshape(-1)] != [1] or node_attributes(red).get("keepdims", 1) != 1:
             continue
         label = cat.name or cat.output[0]
         index = {}
@@ -469,7 +470,7 @@ def _conv_weights(g: _Graph, node: onnx.NodeProto):
     """(weight, bias or None) of a one-group FP32 Conv whose weight (and bias) are constants; None
     for any other node."""
     w = g.const(node.input[1]) if node.op_type == "Conv" and node.domain in ("", "ai.onnx") else None
-    if w is None or w.ndim != 4 or w.dtype != np.float32 or _attrs(node).get("group", 1) != 1:
+    if w is None or w.ndim != 4 or w.dtype != np.float32 or node_attributes(node).get("group", 1) != 1:
         return None
     bias = None
     if len(node.input) > 2 and node.input[2]:
@@ -481,7 +482,7 @@ def _conv_weights(g: _Graph, node: onnx.NodeProto):
 
 def _stride1_pads(node: onnx.NodeProto):
     """The explicit pads of a Conv with stride 1 and dilation 1; None for any other node."""
-    a = _attrs(node)
+    a = node_attributes(node)
     if (node.op_type != "Conv" or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
             or any(v != 1 for v in a.get("strides", [1, 1])) or any(v != 1 for v in a.get("dilations", [1, 1]))):
         return None
@@ -547,7 +548,7 @@ def _same_size_source(g: _Graph, x: str) -> str:
     DepthToSpace), whose Shape ONNX Runtime reads without reordering a blocked tensor."""
     while x in g.producers:
         node = g.producers[x]
-        pads, kernel = _stride1_pads(node), _attrs(node).get("kernel_shape")
+        pads, kernel = _stride1_pads(node), node_attributes(node).get("kernel_shape")
         same_conv = pads is not None and kernel is not None and len(kernel) == 2 and _keeps_size(kernel, pads)
         if not (same_conv or node.op_type in _PASS_THROUGH or node.op_type == "PRelu"):
             break
@@ -657,7 +658,7 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
         if a.op_type != "Conv" or a.output[0] in graph_outputs:
             continue
         wa = g.const(a.input[1])
-        attrs = _attrs(a)
+        attrs = node_attributes(a)
         if wa is None or wa.ndim != 4 or attrs.get("group", 1) != 1:
             continue
         cout = wa.shape[0]
@@ -671,7 +672,7 @@ def rewrite_pad_channels(proto: onnx.ModelProto, *, block: int | None = None,
             chain.append(users[0])
             users = consumers.get(users[0].output[0], [])
         if not users or any(u.op_type != "Conv" or u.input[0] != chain[-1].output[0] or g.const(u.input[1]) is None
-                            or _attrs(u).get("group", 1) != 1 for u in users):
+                            or node_attributes(u).get("group", 1) != 1 for u in users):
             continue
         has_bias = len(a.input) > 2 and bool(a.input[2])
         if has_bias and g.const(a.input[2]) is None:

@@ -109,6 +109,7 @@ def test_auto_picks_it_where_it_applies():
     assert open_runner_for("espcn", 3, random_weights=True).name == ("native-cpu-fused" if wide else
                                                                      "onnxruntime-cpu-tuned")
     assert open_runner_for("red", 3, random_weights=True).name == "onnxruntime-cpu-tuned"
+    assert open_runner_for("fsrcnn", 3, random_weights=True, backend="onnxruntime").name == "onnxruntime-cpu-tuned"
 
 
 def test_auto_choice_by_vector_width():
@@ -148,7 +149,6 @@ def test_narrower_builds_are_exact_and_auto_follows_them(monkeypatch, tmp_path):
             assert fsrcnn == ("native-cpu-fused" if floats == 8 else "onnxruntime-cpu-tuned")
     finally:
         native.forget_library()
-    assert open_runner_for("fsrcnn", 3, random_weights=True, backend="onnxruntime").name == "onnxruntime-cpu-tuned"
 
 
 @needs_compiler
