@@ -249,22 +249,26 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
             warnings.warn(f"TensorRT not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "torch":
         return _torch_runner(model, precision)
+    loaded = []
+
+    def graph():  # (proto, where), loaded or exported once for whichever backend tries it first
+        if not loaded:
+            loaded.append(_onnx_proto(model, onnx_path or (_engine_onnx(engine_path) if model is None else None)))
+        return loaded[0]
+
     if backend == "native" or (backend == "auto" and precision == "fp32"):
         from .native import CheckFailed
 
         try:
-            return _native_runner(model, onnx_path or (_engine_onnx(engine_path) if model is None else None),
-                                  precision, threads, for_auto=backend == "auto")
+            return _native_runner(graph, precision, threads, for_auto=backend == "auto")
         except SRExportError as e:
             if backend == "native":
                 raise
             if isinstance(e, CheckFailed):  # it applies and was built: say why it is not used
                 warnings.warn(f"fused CPU kernel not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "onnxruntime" or (backend == "auto" and onnxruntime_available()):
-        if onnx_path is None and model is None:
-            onnx_path = _engine_onnx(engine_path)
         try:
-            return _ort_runner(model, onnx_path, precision, threads, spin, tuned=True)
+            return _ort_runner(model, graph, precision, threads, spin, tuned=True)
         except SRExportError:
             if backend == "onnxruntime" or model is None:
                 raise
@@ -333,10 +337,10 @@ def exported_onnx(model: nn.Module, record) -> "onnx.ModelProto":  # noqa: F821
     return proto
 
 
-def _ort_runner(model, onnx_path, precision: str, threads, spin: bool, *, tuned: bool) -> OnnxRuntimeRunner:
+def _ort_runner(model, graph, precision: str, threads, spin: bool, *, tuned: bool) -> OnnxRuntimeRunner:
     if not onnxruntime_available():
         raise MissingBackend("onnxruntime is not installed: pip install onnxruntime")
-    proto, where = _onnx_proto(model, onnx_path)
+    proto, where = graph()
     if precision == "fp16":
         from .fp16 import fp16_from_onnx
 
@@ -352,14 +356,14 @@ def _ort_runner(model, onnx_path, precision: str, threads, spin: bool, *, tuned:
     return runner
 
 
-def _native_runner(model, onnx_path, precision: str, threads, *, for_auto: bool = False):
+def _native_runner(graph, precision: str, threads, *, for_auto: bool = False):
     from .native import NativeRunner, NotAChain
 
     if precision != "fp32":
         raise SRExportError("--backend native computes in FP32 only")
     if not onnxruntime_available():  # each session checks its output against ONNX Runtime's
         raise MissingBackend("--backend native needs onnxruntime to check its output: pip install onnxruntime")
-    proto, where = _onnx_proto(model, onnx_path)
+    proto, where = graph()
     try:
         runner = NativeRunner(proto, threads=threads, where=where, for_auto=for_auto)
     except NotAChain as e:

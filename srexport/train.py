@@ -510,6 +510,9 @@ def _device(device: str | torch.device) -> torch.device:
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    if dev.type == "cpu":  # training time means little without the core count
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(dev)
 
 

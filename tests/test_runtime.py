@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from srexport import optimize
+from srexport import optimize, runtime
 from srexport.checkpoint import resolve_network
 from srexport.errors import SRExportError
 from srexport.onnx_export import onnx_from_model
@@ -59,14 +59,18 @@ def test_backends_agree_with_torch(exported, name):
     assert runners[0].scale == 2 and all(r.scale == 2 for r in runners[2:])
 
 
-def test_auto_picks_onnxruntime_on_cpu(exported):
+def test_auto_picks_onnxruntime_on_cpu(exported, monkeypatch):
     model, _, path = exported("red")  # not a chain the fused kernel runs (tests/test_native.py)
     if tensorrt_available():
         pytest.skip("TensorRT and a GPU are here: auto picks TensorRT")
+    loads = []
+    real_onnx_proto = runtime._onnx_proto
+    monkeypatch.setattr(runtime, "_onnx_proto", lambda *a: loads.append(a) or real_onnx_proto(*a))
     for r in (open_runner(model=model), open_runner(onnx_path=path)):
         assert r.name == "onnxruntime-cpu-tuned"
         assert r.info["threads"] == physical_cores()
         assert r.arch is not None and r.scale == 2
+    assert len(loads) == 2  # one graph per runner, although the fused kernel looked at it first
     torch_runner = open_runner(model=model, backend="torch")
     assert torch_runner.name.startswith("torch-") and torch_runner.scale == 2
 
