@@ -24,6 +24,7 @@ its output matched ONNX Runtime's within 1e-5; anything else falls through to th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -249,12 +250,8 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
             warnings.warn(f"TensorRT not used ({e}); falling back to ONNX Runtime", stacklevel=2)
     if backend == "torch":
         return _torch_runner(model, precision)
-    loaded = []
-
-    def graph():  # (proto, where), loaded or exported once for whichever backend tries it first
-        if not loaded:
-            loaded.append(_onnx_proto(model, onnx_path or (_engine_onnx(engine_path) if model is None else None)))
-        return loaded[0]
+    graph = functools.cache(  # (proto, where), loaded or exported once for whichever backend tries it first
+        lambda: _onnx_proto(model, onnx_path or (_engine_onnx(engine_path) if model is None else None)))
 
     if backend == "native" or (backend == "auto" and precision == "fp32"):
         from .native import CheckFailed
