@@ -222,12 +222,15 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--batch-size", type=int, help="Batch size (default: the recipe's).")
 @click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="bf16: bfloat16 autocast for the training passes, for GPUs; weights stay float32 "
+                   "(default fp32; a resumed run keeps its own).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or the checkpoint beside it).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (default: NAME_xSCALE.safetensors).")
 @force_option
 @user_errors
-def train(name, scale, data, val, epochs, batch_size, lr, device, resume, output, force):
+def train(name, scale, data, val, epochs, batch_size, lr, device, precision, resume, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
@@ -238,11 +241,12 @@ def train(name, scale, data, val, epochs, batch_size, lr, device, resume, output
     Example:
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
+      srexport train vdsr --scale 2 --data T91 --device cuda --precision bf16 -o vdsr_x2.safetensors
     """
     from .train import train as train_network
 
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
-                           lr=lr, device=device, resume=resume, force=force)
+                           lr=lr, device=device, resume=resume, force=force, precision=precision)
     click.echo(result.summary())
 
 

@@ -109,3 +109,9 @@ def test_train_eval_record_info(run, tmp_path):
     assert f"data: PSNR {measured['psnr']:.2f} dB" in text
     bad = run("train", "fsrcnn_s", "--scale", 2, "--data", tmp_path / "nowhere", "-o", "n.safetensors")
     assert bad.exit_code == EXIT_USER_ERROR and "nowhere" in bad.output
+    resumed = run("train", "--resume", "m.safetensors", "--epochs", 3, "--precision", "bf16")
+    assert resumed.exit_code == EXIT_USER_ERROR and "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
+    bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
+               "--precision", "bf16", "-o", "b.safetensors")
+    assert bf16.exit_code == 0, bf16.output
+    assert json.loads(run("info", "b.safetensors", "--json").output)["training"]["precision"] == "bf16"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -68,7 +69,7 @@ def test_every_network_has_a_documented_recipe():
         assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
     assert recipe_for("espcn").patch_for(3) == (51, 42)  # 17r x 17r, stride 14r
     vdsr = recipe_for("vdsr")
-    assert vdsr.weight_decay == 1e-4 and vdsr.schedule == "step" and (vdsr.step_epochs, vdsr.epochs) == (20, 80)
+    assert vdsr.weight_decay == 0 and vdsr.schedule == "step" and (vdsr.step_epochs, vdsr.epochs) == (30, 60)
     assert recipe_for("drcn").recursive_supervision and recipe_for("drcn").schedule == "plateau"
     with pytest.raises(SRExportError):
         recipe_for("nosuchnet")
@@ -205,6 +206,34 @@ def test_explicit_validation_folder_and_drcn_tiny(data, val, tmp_path):
     assert record.hparams == {"channels": 4, "recursions": 3}
     assert record.training["data"]["images"] == 5 and str(val) in record.training["data"]["validation"]
     assert "alpha" in r.history[0]
+
+
+def test_bf16_run_records_its_precision_and_resume_keeps_it(data, tmp_path):
+    out = tmp_path / "b.safetensors"
+    r = train("drcn", 2, data, out_path=out, epochs=1, steps_per_epoch=2, batch_size=2, precision="bf16",
+              hparams={"channels": 4, "recursions": 3}, progress=False)
+    assert all(math.isfinite(h["loss"]) for h in r.history)
+    model, record = load_checkpoint(out)
+    assert record.training["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())  # weights stay float32
+    with pytest.raises(SRExportError, match="precision"):
+        train("drcn", 2, data, resume=out, epochs=2, precision="fp32", progress=False)
+    train("drcn", 2, data, resume=out, epochs=2, progress=False)
+    assert load_resume(resume_path_for(out))["precision"] == "bf16"
+    with pytest.raises(SRExportError, match="unknown precision 'fp8'"):
+        train("espcn", 2, data, out_path=tmp_path / "p.safetensors", precision="fp8", progress=False)
+
+
+def test_bf16_training_follows_the_fp32_run(data, tmp_path):
+    """bf16 autocast only rounds the passes: from the same seed, loss and validation PSNR track fp32's."""
+    histories = {}
+    for precision in ("fp32", "bf16"):
+        r = train("espcn", 2, data, out_path=tmp_path / f"{precision}.safetensors", epochs=3, steps_per_epoch=3,
+                  batch_size=4, precision=precision, progress=False)
+        histories[precision] = r.history
+    for h32, h16 in zip(histories["fp32"], histories["bf16"]):
+        assert h16["loss"] == pytest.approx(h32["loss"], rel=0.02)
+        assert h16["val_psnr"] == pytest.approx(h32["val_psnr"], abs=0.1)
 
 
 def test_user_errors(data, tmp_path):
