@@ -220,6 +220,8 @@ def verify(artifact, checkpoint, as_json):
               help="Folder of validation images (default: images held out of --data).")
 @click.option("--epochs", type=int, help="Epochs (default: the recipe's; with --resume, extends the run).")
 @click.option("--batch-size", type=int, help="Batch size (default: the recipe's).")
+@click.option("--steps-per-epoch", type=int,
+              help="Batches per epoch (default: one pass over the patches); fits a recipe's epochs to a time budget.")
 @click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
@@ -230,7 +232,7 @@ def verify(artifact, checkpoint, as_json):
               help="Checkpoint to write (default: NAME_xSCALE.safetensors).")
 @force_option
 @user_errors
-def train(name, scale, data, val, epochs, batch_size, lr, device, precision, resume, output, force):
+def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, device, precision, resume, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
@@ -241,12 +243,13 @@ def train(name, scale, data, val, epochs, batch_size, lr, device, precision, res
     Example:
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
-      srexport train vdsr --scale 2 --data T91 --device cuda --precision bf16 -o vdsr_x2.safetensors
+      srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
     """
     from .train import train as train_network
 
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
-                           lr=lr, device=device, resume=resume, force=force, precision=precision)
+                           steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
+                           precision=precision)
     click.echo(result.summary())
 
 

@@ -112,6 +112,7 @@ def test_train_eval_record_info(run, tmp_path):
     resumed = run("train", "--resume", "m.safetensors", "--epochs", 3, "--precision", "bf16")
     assert resumed.exit_code == EXIT_USER_ERROR and "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
-               "--precision", "bf16", "-o", "b.safetensors")
+               "--steps-per-epoch", 3, "--precision", "bf16", "-o", "b.safetensors")
     assert bf16.exit_code == 0, bf16.output
-    assert json.loads(run("info", "b.safetensors", "--json").output)["training"]["precision"] == "bf16"
+    training = json.loads(run("info", "b.safetensors", "--json").output)["training"]
+    assert training["precision"] == "bf16" and training["steps_per_epoch"] == 3
