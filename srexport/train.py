@@ -15,8 +15,8 @@ same weights as an uninterrupted run (on a GPU, cuDNN's non-deterministic kernel
 only up to floating-point noise).
 
 With precision="bf16" the forward and backward passes run under bfloat16 autocast (weights,
-optimizer state, loss and validation stay float32); on CUDA the network is also kept channels-last,
-the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at twice their TF32
+optimizer state, loss and validation stay float32). On CUDA the network is kept channels-last at
+either precision, the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at twice their TF32
 rate (NVIDIA's datasheet; not measured side by side here). The default, "fp32", is what the CPU wants.
 
 Loss is the per-pixel mean squared error on images in [0, 1] (PyTorch's mean reduction) unless a
@@ -193,22 +193,21 @@ _RECIPES = {
         step_epochs=30, gamma=0.1, epochs=60, batch_size=64, hr_patch=41, stride=14, init="he",
         why=(
             "Paper: SGD momentum 0.9, weight decay 1e-4, lr 0.1 / 10 every 20 epochs, 80 epochs, batch 64, "
-            "41x41 patches with flips/rotations, He init, residual learning, adjustable gradient clipping "
-            "to [-theta/lr, theta/lr]. Kept: batch, patches (stride 14, since only the 91 images are "
-            "assumed, not the paper's 291), He init, residual learning (the network adds the bicubic "
-            "image, so MSE on the output is MSE on the residual). Adam 1e-4 instead of SGD 0.1, measured "
-            "here over 300 steps: Adam 30.90 dB (bicubic 30.24); SGD 0.1 with per-value clipping at 0.4/lr diverged to NaN in 2 steps (the "
-            "He-initialised residual starts large and a per-value bound allows an update of norm "
+            "41x41 patches with flips/rotations, He init, residual learning, adjustable gradient clipping to "
+            "[-theta/lr, theta/lr]. Kept: batch, patches (stride 14, since only the 91 images are assumed, "
+            "not the paper's 291), He init, residual learning (the network adds the bicubic image, so MSE on "
+            "the output is MSE on the residual). Adam 1e-4 instead of SGD 0.1, measured here over 300 steps: "
+            "Adam 30.90 dB (bicubic 30.24); SGD 0.1 with per-value clipping at 0.4/lr diverged to NaN in 2 "
+            "steps (the He-initialised residual starts large and a per-value bound allows an update of norm "
             "theta*sqrt(664k)); with global-norm clipping at 0.4/lr it sat at bicubic on the mean loss and "
-            "oscillated (24.8-29.7 dB) on the summed loss at 0.04/lr. The adjustable clipping stays "
-            "available (clip_theta, clip_mode) for SGD recipes. One x0.1 step half-way through 60 epochs "
-            "instead of the paper's four levels over 80: SGD needs its 0.1 start brought down 1000-fold, "
-            "while Adam at 1e-4 is already at the small end, and its third and fourth levels (1e-6, 1e-7) "
-            "would spend half of a time-limited run barely moving. No weight decay: with Adam the paper's L2 "
-            "term (1e-4) is normalised like any gradient, so on weights whose data gradient is small it "
-            "becomes a full-size step towards zero; measured on an H200 (x2, 447 steps an epoch), val "
-            "PSNR peaked at 32.07 dB at epoch 5 and then fell, with the training loss rising, back to the "
-            "bicubic 30.84 dB by epoch 46."
+            "oscillated (24.8-29.7 dB) on the summed loss at 0.04/lr. The adjustable clipping stays available "
+            "(clip_theta, clip_mode) for SGD recipes. One x0.1 step half-way through 60 epochs instead of the "
+            "paper's four levels over 80: SGD needs its 0.1 start brought down 1000-fold, while Adam at 1e-4 "
+            "is already at the small end, and its third and fourth levels (1e-6, 1e-7) would spend half of a "
+            "time-limited run barely moving. No weight decay: with Adam the paper's L2 term (1e-4) is "
+            "normalised like any gradient, so on weights whose data gradient is small it becomes a full-size "
+            "step towards zero; measured on an H200 (x2, 447 steps an epoch), val PSNR peaked at 32.07 dB at "
+            "epoch 5 and then fell, with the training loss rising, back to the bicubic 30.84 dB by epoch 46."
         ),
     ),
     "drcn": Recipe(
@@ -649,10 +648,10 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     np_rng = _seed_everything(seed)
     model = build(network, scale, **hparams)
     init_weights(model, recipe.init)
-    model.to(dev).train()
-    # channels-last is the layout cuDNN's tensor-core kernels read without transposes
+    # channels-last is the layout cuDNN's tensor-core kernels read without transposes; the one-channel
+    # input needs no conversion (for C=1 both layouts have the same strides)
     memory_format = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
-    model.to(memory_format=memory_format)
+    model.to(dev, memory_format=memory_format).train()
     autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     optimizer = make_optimizer(model, recipe, base_lr)
     scheduler = make_scheduler(optimizer, recipe)
@@ -743,7 +742,7 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
                 x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
                 y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
                 with autocast():
-                    loss = training_loss(model, x.contiguous(memory_format=memory_format), y, recipe, alpha)
+                    loss = training_loss(model, x, y, recipe, alpha)
                 optimizer.zero_grad(set_to_none=True)
                 (loss * y.numel() if recipe.loss_reduction == "sum" else loss).backward()
                 clip_gradients(optimizer, recipe)

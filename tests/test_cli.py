@@ -110,7 +110,8 @@ def test_train_eval_record_info(run, tmp_path):
     bad = run("train", "fsrcnn_s", "--scale", 2, "--data", tmp_path / "nowhere", "-o", "n.safetensors")
     assert bad.exit_code == EXIT_USER_ERROR and "nowhere" in bad.output
     resumed = run("train", "--resume", "m.safetensors", "--epochs", 3, "--precision", "bf16")
-    assert resumed.exit_code == EXIT_USER_ERROR and "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
+    assert resumed.exit_code == EXIT_USER_ERROR
+    assert "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
                "--steps-per-epoch", 3, "--precision", "bf16", "-o", "b.safetensors")
     assert bf16.exit_code == 0, bf16.output
