@@ -281,6 +281,24 @@ def test_resume_extends_a_finished_run(data, tmp_path):
     assert record.training["epochs_planned"] == 2
 
 
+
+def test_a_checkpoint_in_the_data_folder_does_not_train_on_its_own_curve(tmp_path):
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(texture(np.random.default_rng(i), 48, 48)).save(data / f"t{i}.png")
+    out = data / "net.safetensors"
+    train("fsrcnn_s", 2, data, out_path=out, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+    assert curve_path_for(out).is_file()  # a PNG in the training folder now
+    r = train(None, None, None, resume=out, epochs=2, progress=False)  # same images, so the resume is accepted
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "net.curve.png").write_bytes(curve_path_for(out).read_bytes())
+    with pytest.raises(SRExportError, match="no images besides this run's training curve net.curve.png"):
+        train("fsrcnn_s", 2, lone, out_path=lone / "net.safetensors", epochs=1, force=True, progress=False)
+
+
 # ---------------------------------------------------------------- kill and resume
 
 _SCRIPT = """
