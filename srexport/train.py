@@ -170,10 +170,10 @@ _RECIPES = {
     ),
     "fsrcnn_s": Recipe(
         network="fsrcnn_s", optimizer="adam", lr=1e-3, lr_mult={"deconv": 0.1}, schedule="step",
-        step_epochs=40, gamma=0.1, epochs=60, batch_size=16, hr_patch=33, stride=14,
+        step_epochs=100, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
         resize_factors=(1.0, 0.9, 0.8, 0.7, 0.6), init="fsrcnn", why=_FSRCNN_WHY + (
-            " Batch 16, 60 epochs, one x0.1 step at 40 (FSRCNN's first schedule, kept for the smaller "
-            "network, whose shipped checkpoints were trained with it)."),
+            " FSRCNN's schedule: batch 16, 120 epochs, one x0.1 step at 100 (x3 held-out val 29.78 dB, "
+            "Set5 32.27, against 29.62 and 32.12 with 60 epochs and the step at 40)."),
     ),
     "espcn": Recipe(
         network="espcn", optimizer="adam", lr=1e-3, lr_mult={"body.4": 0.1}, schedule="step",
