@@ -16,8 +16,9 @@ only up to floating-point noise).
 
 With precision="bf16" the forward and backward passes run under bfloat16 autocast (weights,
 optimizer state, loss and validation stay float32). On CUDA the network is kept channels-last at
-either precision, the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at twice their TF32
-rate (NVIDIA's datasheet; not measured side by side here). The default, "fp32", is what the CPU wants.
+either precision, the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at
+twice their TF32 rate (NVIDIA's datasheet; not measured side by side here). The default, "fp32", is
+what the CPU wants.
 
 Loss is the per-pixel mean squared error on images in [0, 1] (PyTorch's mean reduction) unless a
 recipe sets loss_reduction="sum". The papers' Caffe/MatConvNet losses summed over pixels, so their
@@ -544,7 +545,8 @@ def _seed_everything(seed: int) -> np.random.Generator:
 
 def _images_except(folder: Path, curve_file: Path) -> list[Path]:
     """list_images(folder) without the run's own curve PNG, which -o may put in that folder."""
-    paths = [p for p in list_images(folder) if p.resolve() != curve_file.resolve()]
+    own = curve_file.resolve()
+    paths = [p for p in list_images(folder) if p.resolve() != own]
     if not paths:
         raise SRExportError(f"{folder}: no images besides this run's training curve {curve_file.name}")
     return paths

@@ -281,7 +281,6 @@ def test_resume_extends_a_finished_run(data, tmp_path):
     assert record.training["epochs_planned"] == 2
 
 
-
 def test_a_checkpoint_in_the_data_folder_does_not_train_on_its_own_curve(tmp_path):
     data = tmp_path / "imgs"
     data.mkdir()
