@@ -149,16 +149,26 @@ _FSRCNN_WHY = (
     "HR patches (LR 11 at x3) instead of the paper's 7-pixel LR sub-images, because the network here "
     "pads to same size and tiny patches would be mostly border."
 )
+_SCALE_AUGMENTATION = (1.0, 0.9, 0.8, 0.7, 0.6)  # FSRCNN's bicubic-downscaled copies of each image
+_SRCNN_RECIPE = Recipe(
+    network="srcnn", optimizer="adam", lr=1e-3, lr_mult={"reconstruction": 0.1},
+    schedule="step", step_epochs=80, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
+    why=_SRCNN_WHY,
+)
+_FSRCNN_RECIPE = Recipe(
+    network="fsrcnn", optimizer="adam", lr=1e-3, lr_mult={"deconv": 0.1}, schedule="step",
+    step_epochs=100, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
+    resize_factors=_SCALE_AUGMENTATION, init="fsrcnn", why=_FSRCNN_WHY + (
+        " Batch 16 (the paper's is 128), 120 epochs with one x0.1 step at 100: on the 5 held-out T91 "
+        "images x3 val reached 30.45 dB (Set5 33.08) at epoch 109 (48 minutes on one CPU core); the "
+        "val PSNR was still rising at lr 1e-3 when 60 epochs with the step at 40 stopped at 30.33 "
+        "(Set5 32.96), and batch 128 had reached 30.14 in 200 epochs with the step at 140."),
+)
 _RECIPES = {
-    "srcnn": Recipe(
-        network="srcnn", optimizer="adam", lr=1e-3, lr_mult={"reconstruction": 0.1},
-        schedule="step", step_epochs=80, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
-        why=_SRCNN_WHY,
-    ),
-    "srcnn_955": Recipe(
-        network="srcnn_955", optimizer="adam", lr=1e-3, lr_mult={"reconstruction": 0.1},
-        schedule="step", step_epochs=50, gamma=0.1, epochs=65, batch_size=16, hr_patch=33, stride=14,
-        resize_factors=(1.0, 0.9, 0.8, 0.7, 0.6), why=_SRCNN_WHY + (
+    "srcnn": _SRCNN_RECIPE,
+    "srcnn_955": _SRCNN_RECIPE.replace(
+        network="srcnn_955", step_epochs=50, epochs=65, resize_factors=_SCALE_AUGMENTATION,
+        why=_SRCNN_WHY + (
             " 9-5-5 differs: FSRCNN's scale augmentation (1.0, 0.9, 0.8, 0.7, 0.6), 3.3 times the patches "
             "per epoch, and 65 epochs with the step at 50 instead of 120 with the step at 80. x4 held-out val "
             "27.92 -> 27.97 dB (Set5 30.31 -> 30.33; 200 epochs of the 9-1-5 schedule had added 0.01), the "
@@ -166,22 +176,10 @@ _RECIPES = {
             "the loss was worse (val 27.73 against 27.85 at epoch 25), and leaving 8 out left zero-padded image "
             "borders untrained (val 26.9 after 6 epochs)."),
     ),
-    "fsrcnn": Recipe(
-        network="fsrcnn", optimizer="adam", lr=1e-3, lr_mult={"deconv": 0.1}, schedule="step",
-        step_epochs=100, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
-        resize_factors=(1.0, 0.9, 0.8, 0.7, 0.6), init="fsrcnn", why=_FSRCNN_WHY + (
-            " Batch 16 (the paper's is 128), 120 epochs with one x0.1 step at 100: on the 5 held-out T91 "
-            "images x3 val reached 30.45 dB (Set5 33.08) at epoch 109 (48 minutes on one CPU core); the "
-            "val PSNR was still rising at lr 1e-3 when 60 epochs with the step at 40 stopped at 30.33 "
-            "(Set5 32.96), and batch 128 had reached 30.14 in 200 epochs with the step at 140."),
-    ),
-    "fsrcnn_s": Recipe(
-        network="fsrcnn_s", optimizer="adam", lr=1e-3, lr_mult={"deconv": 0.1}, schedule="step",
-        step_epochs=100, gamma=0.1, epochs=120, batch_size=16, hr_patch=33, stride=14,
-        resize_factors=(1.0, 0.9, 0.8, 0.7, 0.6), init="fsrcnn", why=_FSRCNN_WHY + (
-            " FSRCNN's schedule: batch 16, 120 epochs, one x0.1 step at 100 (x3 held-out val 29.78 dB, "
-            "Set5 32.27, against 29.62 and 32.12 with 60 epochs and the step at 40)."),
-    ),
+    "fsrcnn": _FSRCNN_RECIPE,
+    "fsrcnn_s": _FSRCNN_RECIPE.replace(network="fsrcnn_s", why=_FSRCNN_WHY + (
+        " FSRCNN's schedule: batch 16, 120 epochs, one x0.1 step at 100 (x3 held-out val 29.78 dB, "
+        "Set5 32.27, against 29.62 and 32.12 with 60 epochs and the step at 40).")),
     "espcn": Recipe(
         network="espcn", optimizer="adam", lr=1e-3, lr_mult={"body.4": 0.1}, schedule="step",
         step_epochs=800, gamma=0.1, epochs=1200, batch_size=16, lr_patch=17, lr_stride=14,
