@@ -223,16 +223,21 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--steps-per-epoch", type=int,
               help="Batches per epoch (default: one pass over the patches); fits a recipe's epochs to a time budget.")
 @click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
+@click.option("--step-epochs", type=int,
+              help="Epochs between the step schedule's learning-rate drops (default: the recipe's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
               help="bf16: bfloat16 autocast for the training passes, for GPUs; weights stay float32 "
                    "(default fp32; a resumed run keeps its own).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or the checkpoint beside it).")
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start from this checkpoint's weights (same network; any scale) instead of the recipe's init.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint to write (default: NAME_xSCALE.safetensors).")
 @force_option
 @user_errors
-def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, device, precision, resume, output, force):
+def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, device, precision, resume,
+          init_from, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
@@ -243,13 +248,14 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, devic
     Example:
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
+      srexport train srcnn_955 -s 4 --data T91 --init-from models/srcnn_955_x3.safetensors -o srcnn_955_x4.safetensors
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
     """
     from .train import train as train_network
 
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
                            steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
-                           precision=precision)
+                           precision=precision, init_from=init_from, step_epochs=step_epochs)
     click.echo(result.summary())
 
 

@@ -45,7 +45,7 @@ from torch import nn
 from . import __version__
 from .archs import build, check_scale, get_spec
 from .atomic import atomic_output, check_writable
-from .checkpoint import METADATA_KEY, ModelRecord, save_checkpoint
+from .checkpoint import METADATA_KEY, ModelRecord, load_checkpoint, save_checkpoint, weights_sha256
 from .data import imresize, list_images, load_image, protocol_pair, round_uint8
 from .errors import SRExportError
 from .metrics import psnr
@@ -294,6 +294,21 @@ def init_weights(model: nn.Module, how: str) -> None:
             last = model.reconstruction[-1]
             last.weight.zero_()
             last.bias.zero_()
+
+
+def warm_start(model: nn.Module, source: nn.Module, record: ModelRecord, path: str | os.PathLike) -> dict:
+    """Copy `source`'s weights (a checkpoint of the same network, e.g. for fine-tuning, or FSRCNN's
+    x2/x4 from x3) into `model`. Tensors whose shape depends on the scale (FSRCNN's deconv, ESPCN's
+    last conv) keep the recipe's init and are listed in the returned record."""
+    if record.hparams != dict(model.hparams):
+        raise SRExportError(f"{path}: holds {record.network} {record.hparams}, "
+                            f"this run trains {dict(model.hparams)}")
+    target = model.state_dict()
+    loaded = {k: v for k, v in source.state_dict().items() if v.shape == target[k].shape}
+    model.load_state_dict(loaded, strict=False)
+    return {"path": str(Path(path).resolve()), "network": record.network, "scale": record.scale,
+            "weights_sha256": weights_sha256(source), "tensors_loaded": len(loaded),
+            "tensors_reinitialised": sorted(set(target) - set(loaded))}
 
 
 def param_groups(model: nn.Module, recipe: Recipe, base_lr: float) -> list[dict]:
@@ -564,12 +579,14 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
           device: str = "cpu", resume: str | os.PathLike | None = None, seed: int | None = None,
           steps_per_epoch: int | None = None, force: bool = False, progress: bool = True,
           hparams: dict | None = None, n_val: int | None = None,
-          cache_dir: str | os.PathLike | None = None, precision: str | None = None) -> TrainResult:
+          cache_dir: str | os.PathLike | None = None, precision: str | None = None,
+          init_from: str | os.PathLike | None = None, step_epochs: int | None = None) -> TrainResult:
     """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
 
     With `resume` (a resume file, or a checkpoint with its resume file beside it) the run continues
     from its last completed epoch; network, scale, data, recipe and seed come from the resume file
-    (they may be given but must agree) and `epochs` may extend the run.
+    (they may be given but must agree) and `epochs` may extend the run. With `init_from` (a
+    checkpoint of the same network) a new run starts from its weights instead of the recipe's init.
     """
     dev = _device(device)
     state = load_resume(resume) if resume is not None else None
@@ -584,11 +601,15 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         recipe = Recipe.from_dict(state["recipe"])
         kept_precision = state.get("precision", "fp32")
         for name, given, kept in (("batch size", batch_size, recipe.batch_size), ("learning rate", lr, state["base_lr"]),
-                                  ("seed", seed, state["seed"]), ("precision", precision, kept_precision)):
+                                  ("seed", seed, state["seed"]), ("precision", precision, kept_precision),
+                                  ("step epochs", step_epochs, recipe.step_epochs)):
             if given is not None and given != kept:
                 raise SRExportError(f"{state['path']}: cannot change the {name} when resuming ({kept} -> {given})")
         if hparams and dict(hparams) != state["hparams"]:
             raise SRExportError(f"{state['path']}: cannot change hyperparameters when resuming")
+        if init_from is not None:
+            raise SRExportError(f"{state['path']}: a resumed run continues from its own weights; "
+                                "drop --init-from")
         hparams = state["hparams"]
         seed = state["seed"]
         precision = kept_precision
@@ -614,12 +635,19 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         recipe = recipe_for(network)
         if batch_size is not None:
             recipe = recipe.replace(batch_size=int(batch_size))
+        if step_epochs is not None:
+            if recipe.schedule != "step":
+                raise SRExportError(f"{network}: its recipe's schedule is {recipe.schedule!r}; "
+                                    "--step-epochs applies to step schedules")
+            recipe = recipe.replace(step_epochs=int(step_epochs))
         base_lr = float(lr) if lr is not None else recipe.lr
         out = Path(out_path)
         total_epochs = int(epochs) if epochs is not None else recipe.epochs
         hparams = dict(hparams or {})
         seed = 0 if seed is None else int(seed)
         precision = precision or "fp32"
+        # loaded before the data so that a wrong file fails at once
+        init_source = load_checkpoint(init_from, network=network) if init_from is not None else None
     scale = check_scale(int(scale))
     if precision not in PRECISIONS:
         raise SRExportError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
@@ -627,6 +655,8 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         raise SRExportError(f"epochs must be at least 1, got {total_epochs}")
     if recipe.batch_size < 1:
         raise SRExportError(f"batch size must be at least 1, got {recipe.batch_size}")
+    if recipe.schedule == "step" and recipe.step_epochs < 1:
+        raise SRExportError(f"step epochs must be at least 1, got {recipe.step_epochs}")
     if not base_lr > 0:
         raise SRExportError(f"learning rate must be positive, got {base_lr}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -666,6 +696,12 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     np_rng = _seed_everything(seed)
     model = build(network, scale, **hparams)
     init_weights(model, recipe.init)
+    if state is not None:
+        init_record = state.get("init_from")
+    elif init_source is not None:
+        init_record = warm_start(model, *init_source, init_from)
+    else:
+        init_record = None
     # channels-last is the layout cuDNN's tensor-core kernels read without transposes; the one-channel
     # input needs no conversion (for C=1 both layouts have the same strides)
     memory_format = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
@@ -695,6 +731,7 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     def training_record(done: int) -> dict:
         return {
             "kind": "trained",
+            **({"init_from": init_record} if init_record else {}),
             "recipe": recipe.to_dict(),
             "base_lr": base_lr,
             "data": {
@@ -737,6 +774,7 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
             "data_fingerprint": fingerprint, "out": str(out.resolve()), "epochs_total": total_epochs,
             "steps_per_epoch": steps_per_epoch, "epochs_done": epochs_done, "best_epoch": best_epoch,
             "best_psnr": best_psnr, "seconds": seconds, "history": history, "resumed_at": resumed_at,
+            "init_from": init_record,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": rng_state(np_rng),

@@ -117,3 +117,12 @@ def test_train_eval_record_info(run, tmp_path):
     assert bf16.exit_code == 0, bf16.output
     training = json.loads(run("info", "b.safetensors", "--json").output)["training"]
     assert training["precision"] == "bf16" and training["steps_per_epoch"] == 3
+    tuned = run("train", "fsrcnn_s", "--scale", 3, "--data", data, "--epochs", 1, "--batch-size", 4,
+                "--steps-per-epoch", 2, "--step-epochs", 1, "--init-from", "m.safetensors", "-o", "t.safetensors")
+    assert tuned.exit_code == 0, tuned.output
+    training = json.loads(run("info", "t.safetensors", "--json").output)["training"]
+    assert training["init_from"]["path"] == str(tmp_path / "m.safetensors") and training["init_from"]["scale"] == 2
+    assert training["recipe"]["step_epochs"] == 1
+    missing = run("train", "fsrcnn_s", "--scale", 3, "--data", data, "--init-from", "none.safetensors",
+                  "-o", "u.safetensors")
+    assert missing.exit_code == EXIT_USER_ERROR and "none.safetensors" in missing.output

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from srexport.archs import build, list_networks
-from srexport.checkpoint import load_checkpoint
+from srexport.checkpoint import load_checkpoint, weights_sha256
 from srexport.errors import SRExportError
 from srexport.train import (
     Recipe,
@@ -279,6 +279,62 @@ def test_resume_extends_a_finished_run(data, tmp_path):
     _, record = load_checkpoint(out)
     assert record.training["epochs"] == 2 and record.training["resumed_at_epochs"] == [1]
     assert record.training["epochs_planned"] == 2
+
+
+def test_step_epochs_moves_the_learning_rate_drop(data, tmp_path):
+    out = tmp_path / "s.safetensors"
+    r = train("srcnn", 2, data, out_path=out, epochs=3, steps_per_epoch=1, batch_size=4, step_epochs=2, progress=False)
+    assert [h["lr"] for h in r.history] == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert r.record.training["recipe"]["step_epochs"] == 2
+    with pytest.raises(SRExportError, match="cannot change the step epochs when resuming"):
+        train(None, None, resume=out, epochs=4, step_epochs=3, progress=False)
+    with pytest.raises(SRExportError, match="'plateau'; --step-epochs applies to step schedules"):
+        train("drcn", 2, data, out_path=tmp_path / "d.safetensors", step_epochs=2, progress=False)
+    with pytest.raises(SRExportError, match="step epochs must be at least 1, got 0"):
+        train("srcnn", 2, data, out_path=tmp_path / "z.safetensors", step_epochs=0, progress=False)
+
+
+def test_init_from_starts_at_the_checkpoint_and_records_it(data, tmp_path):
+    source = tmp_path / "x3.safetensors"
+    train("srcnn", 3, data, out_path=source, epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+    start, _ = load_checkpoint(source)
+    out = tmp_path / "x4.safetensors"
+    # a learning rate so small that the one step leaves the starting weights as they were
+    train("srcnn", 4, data, out_path=out, epochs=1, steps_per_epoch=1, batch_size=4, lr=1e-12,
+          init_from=source, progress=False)
+    model, record = load_checkpoint(out, scale=4)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, start.state_dict()[k], rtol=0, atol=1e-9)
+    init = record.training["init_from"]
+    assert init["path"] == str(source.resolve()) and (init["network"], init["scale"]) == ("srcnn", 3)
+    assert init["tensors_loaded"] == 6 and init["tensors_reinitialised"] == []
+    assert init["weights_sha256"] == weights_sha256(start)
+    train(None, None, resume=out, epochs=2, progress=False)  # the record survives a resume
+    assert load_checkpoint(out)[1].training["init_from"] == init
+    with pytest.raises(SRExportError, match="drop --init-from"):
+        train(None, None, resume=out, epochs=3, init_from=source, progress=False)
+    scratch = train("srcnn", 4, data, out_path=tmp_path / "s.safetensors", epochs=1, steps_per_epoch=1,
+                    progress=False)
+    assert "init_from" not in scratch.record.training
+
+
+def test_init_from_across_scales_reinitialises_only_the_scale_shaped_layer(data, tmp_path):
+    source = tmp_path / "e3.safetensors"
+    train("espcn", 3, data, out_path=source, epochs=1, steps_per_epoch=1, batch_size=4, progress=False)
+    r = train("espcn", 2, data, out_path=tmp_path / "e2.safetensors", epochs=1, steps_per_epoch=1, batch_size=4,
+              init_from=source, progress=False)
+    init = r.record.training["init_from"]
+    assert init["tensors_reinitialised"] == ["body.4.bias", "body.4.weight"]  # scale^2 output channels
+    assert init["tensors_loaded"] == len(build("espcn", 2).state_dict()) - 2
+    with pytest.raises(SRExportError, match="holds network 'espcn', expected 'fsrcnn'"):
+        train("fsrcnn", 3, data, out_path=tmp_path / "f.safetensors", init_from=source, progress=False)
+    drcn = tmp_path / "d.safetensors"
+    train("drcn", 2, data, out_path=drcn, epochs=1, steps_per_epoch=1, batch_size=2,
+          hparams={"channels": 4, "recursions": 3}, progress=False)
+    with pytest.raises(SRExportError, match="this run trains"):
+        train("drcn", 2, data, out_path=tmp_path / "d2.safetensors", epochs=1, steps_per_epoch=1, batch_size=2,
+              hparams={"channels": 4, "recursions": 2}, init_from=drcn, progress=False)
+    assert not (tmp_path / "f.safetensors").exists() and not (tmp_path / "d2.safetensors").exists()
 
 
 def test_a_checkpoint_in_the_data_folder_does_not_train_on_its_own_curve(tmp_path):
