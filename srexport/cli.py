@@ -248,7 +248,7 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
     Example:
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
-      srexport train srcnn_955 -s 4 --data T91 --init-from models/srcnn_955_x3.safetensors -o srcnn_955_x4.safetensors
+      srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x3.safetensors --epochs 40 --step-epochs 28
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
     """
     from .train import train as train_network

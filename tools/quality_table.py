@@ -30,7 +30,9 @@ def main() -> None:
             record = read_record(path)
             m = record.metrics
             training = record.training
-            trained = f"{training.get('epochs', '?')} epochs, {training.get('device', '?')}, {training.get('seconds', 0) / 60:.0f} min"
+            start = f" from x{training['init_from']['scale']}" if training.get("init_from") else ""
+            trained = (f"{training.get('epochs', '?')} epochs{start}, {training.get('device', '?')}, "
+                       f"{training.get('seconds', 0) / 60:.0f} min")
             print(f"| {name} | x{scale} | {cell(m.get('Set5'), published(name, scale, 'Set5'))} | "
                   f"{cell(m.get('Set14'), published(name, scale, 'Set14'))} | "
                   f"{bicubic(scale, 'Set5')['psnr']:.2f} / {bicubic(scale, 'Set14')['psnr']:.2f} | {trained} |")
