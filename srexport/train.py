@@ -297,9 +297,9 @@ def init_weights(model: nn.Module, how: str) -> None:
 
 
 def warm_start(model: nn.Module, source: nn.Module, record: ModelRecord, path: str | os.PathLike) -> dict:
-    """Copy `source`'s weights (a checkpoint of the same network, e.g. for fine-tuning, or FSRCNN's
-    x2/x4 from x3) into `model`. Tensors whose shape depends on the scale (FSRCNN's deconv, ESPCN's
-    last conv) keep the recipe's init and are listed in the returned record."""
+    """Copy `source`'s weights (a checkpoint of the same network, for fine-tuning or for another
+    scale, as FSRCNN's x2/x4 from x3) into `model`. Tensors whose shape depends on the scale (ESPCN's
+    last conv, scale^2 channels) keep the recipe's init and are listed in the returned record."""
     if record.hparams != dict(model.hparams):
         raise SRExportError(f"{path}: holds {record.network} {record.hparams}, "
                             f"this run trains {dict(model.hparams)}")

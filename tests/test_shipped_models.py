@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from srexport.checkpoint import load_checkpoint, read_record
+from srexport.checkpoint import load_checkpoint, read_record, weights_sha256
 from srexport.evaluate import evaluate
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -40,6 +40,16 @@ def test_record_matches_the_file(path):
         if m.get("published_psnr") is not None:
             assert m["gap_to_published_db"] == pytest.approx(m["psnr"] - m["published_psnr"], abs=2e-3)
     assert (path.with_suffix("").with_suffix(".curve.png")).is_file()
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if read_record(p).training.get("init_from")], ids=lambda p: p.stem)
+def test_a_fine_tuned_checkpoint_started_from_a_shipped_one(path):
+    """The checkpoint a run started from (--init-from) ships too, with the weights the record names."""
+    init = read_record(path).training["init_from"]
+    source = MODELS / Path(init["path"]).name
+    assert source.is_file() and init["network"] == read_record(source).network
+    model, _ = load_checkpoint(source, scale=init["scale"])
+    assert weights_sha256(model) == init["weights_sha256"]
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem.rsplit("_x", 1)[0] not in REEVALUATE_SKIP],
