@@ -42,6 +42,26 @@ force_option = click.option("--force", is_flag=True, help="Overwrite existing ou
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
+class Duration(click.ParamType):
+    """Seconds, or a number with s, m or h: 540, 9m, 1.5h."""
+
+    name = "duration"
+    _units = {"s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self._units.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 540, 9m, 1.5h)", param, ctx)
+        if not seconds > 0:
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="srexport")
 def main():
@@ -230,6 +250,8 @@ def verify(artifact, checkpoint, as_json):
               help="bf16: bfloat16 autocast for the training passes, for GPUs; weights stay float32 "
                    "(default fp32; a resumed run keeps its own).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or the checkpoint beside it).")
+@click.option("--time-limit", type=Duration(),
+              help="Stop at the last epoch boundary within this wall time (540, 9m, 1.5h); continue with --resume.")
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint's weights (same network; any scale) instead of the recipe's init.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -237,12 +259,12 @@ def verify(artifact, checkpoint, as_json):
 @force_option
 @user_errors
 def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, device, precision, resume,
-          init_from, output, force):
+          time_limit, init_from, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
-    atomically; a killed run continues with --resume. A training-curve PNG is written beside the
-    checkpoint.
+    atomically; a killed run continues with --resume, and --time-limit stops one cleanly at an epoch
+    boundary (for time-limited GPU slots). A training-curve PNG is written beside the checkpoint.
 
     \b
     Example:
@@ -250,12 +272,14 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train --resume espcn_x3.safetensors
       srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x3.safetensors --epochs 40 --step-epochs 28
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
+      srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m
     """
     from .train import train as train_network
 
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
                            steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
-                           precision=precision, init_from=init_from, step_epochs=step_epochs)
+                           precision=precision, init_from=init_from, step_epochs=step_epochs,
+                           time_limit=time_limit)
     click.echo(result.summary())
 
 

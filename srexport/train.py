@@ -525,11 +525,20 @@ class TrainResult:
     epochs: int
     history: list
     seconds: float
+    epochs_planned: int
+
+    @property
+    def complete(self) -> bool:
+        return self.epochs >= self.epochs_planned
 
     def summary(self) -> str:
-        return (f"{self.record.network} x{self.record.scale}: best val PSNR {self.best_val_psnr:.2f} dB at epoch "
+        text = (f"{self.record.network} x{self.record.scale}: best val PSNR {self.best_val_psnr:.2f} dB at epoch "
                 f"{self.best_epoch}/{self.epochs} (bicubic {self.bicubic_val_psnr:.2f} dB), {self.seconds:.0f} s "
                 f"-> {self.checkpoint}")
+        if not self.complete:
+            text += (f"\nstopped at the time limit after epoch {self.epochs} of {self.epochs_planned}; "
+                     f"continue with: srexport train --resume {self.checkpoint}")
+        return text
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -580,14 +589,19 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
           steps_per_epoch: int | None = None, force: bool = False, progress: bool = True,
           hparams: dict | None = None, n_val: int | None = None,
           cache_dir: str | os.PathLike | None = None, precision: str | None = None,
-          init_from: str | os.PathLike | None = None, step_epochs: int | None = None) -> TrainResult:
+          init_from: str | os.PathLike | None = None, step_epochs: int | None = None,
+          time_limit: float | None = None) -> TrainResult:
     """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
 
     With `resume` (a resume file, or a checkpoint with its resume file beside it) the run continues
     from its last completed epoch; network, scale, data, recipe and seed come from the resume file
     (they may be given but must agree) and `epochs` may extend the run. With `init_from` (a
     checkpoint of the same network) a new run starts from its weights instead of the recipe's init.
+    With `time_limit` (seconds of wall time for this call, setup included) the run stops after the
+    first epoch whose successor would end past the limit, judged by the epoch just finished; at
+    least one epoch runs, and the stopped run continues with `resume` (for time-limited GPU slots).
     """
+    started = time.monotonic()
     dev = _device(device)
     state = load_resume(resume) if resume is not None else None
 
@@ -661,6 +675,8 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         raise SRExportError(f"learning rate must be positive, got {base_lr}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise SRExportError(f"steps per epoch must be at least 1, got {steps_per_epoch}")
+    if time_limit is not None and not time_limit > 0:
+        raise SRExportError(f"time limit must be positive, got {time_limit} s")
     recipe = recipe.replace(epochs=total_epochs)
     resume_file, curve_file = resume_path_for(out), curve_path_for(out)
     if out.suffix != ".safetensors":
@@ -833,6 +849,8 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
             postfix.update(val=f"{val:.2f}", best=f"{best_psnr:.2f}", loss=f"{epoch_loss:.3g}")
             bar.set_postfix(postfix, refresh=False)
             bar.update(steps - shown)
+            if time_limit is not None and time.monotonic() - started + entry["seconds"] > time_limit:
+                break
     finally:
         bar.close()
 
@@ -850,7 +868,7 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     save_checkpoint(final, out, record, force=True)
     write_curve(curve_file, history, bicubic_val, f"{network} x{scale}")
     return TrainResult(out, resume_file, curve_file, record, best_epoch, best_psnr, bicubic_val,
-                       epochs_done, history, seconds)
+                       epochs_done, history, seconds, total_epochs)
 
 
 def write_curve(path: Path, history: list[dict], bicubic_val: float | None, title: str) -> Path:

@@ -4,7 +4,7 @@ import pytest
 from _images import write_images
 from click.testing import CliRunner
 
-from srexport.cli import main
+from srexport.cli import Duration, main
 from srexport.errors import EXIT_MISSING_BACKEND, EXIT_USER_ERROR
 
 
@@ -90,6 +90,11 @@ def test_build_bad_shape_is_a_user_error(run):
     assert out.exit_code == EXIT_USER_ERROR and "bad shape 'big'" in out.output
 
 
+@pytest.mark.parametrize("text, seconds", [("540", 540), ("540s", 540), ("9m", 540), ("1.5h", 5400), (" 2M ", 120)])
+def test_duration_reads_seconds_minutes_and_hours(text, seconds):
+    assert Duration().convert(text, None, None) == seconds
+
+
 def test_train_eval_record_info(run, tmp_path):
     data = write_images(tmp_path / "data")
     out = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 2, "--batch-size", 4,
@@ -112,6 +117,11 @@ def test_train_eval_record_info(run, tmp_path):
     resumed = run("train", "--resume", "m.safetensors", "--epochs", 3, "--precision", "bf16")
     assert resumed.exit_code == EXIT_USER_ERROR
     assert "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
+    limited = run("train", "--resume", "m.safetensors", "--epochs", 4, "--time-limit", "0.001s")
+    assert limited.exit_code == 0, limited.output
+    assert "stopped at the time limit after epoch 3 of 4; continue with: srexport train --resume" in limited.output
+    soon = run("train", "--resume", "m.safetensors", "--time-limit", "soon")
+    assert soon.exit_code == 2 and "'soon' is not a duration (e.g. 540, 9m, 1.5h)" in soon.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
                "--steps-per-epoch", 3, "--precision", "bf16", "-o", "b.safetensors")
     assert bf16.exit_code == 0, bf16.output

@@ -281,6 +281,24 @@ def test_resume_extends_a_finished_run(data, tmp_path):
     assert record.training["epochs_planned"] == 2
 
 
+def test_time_limit_stops_at_an_epoch_boundary_and_resume_continues(data, tmp_path):
+    out = tmp_path / "t.safetensors"
+    kw = dict(steps_per_epoch=2, batch_size=4, progress=False)
+    r = train("fsrcnn_s", 2, data, out_path=out, epochs=3, time_limit=1e-3, **kw)  # one epoch always runs
+    assert r.epochs == 1 and not r.complete
+    assert f"after epoch 1 of 3; continue with: srexport train --resume {out}" in r.summary()
+    _, record = load_checkpoint(out)
+    assert record.training["epochs"] == 1 and record.training["epochs_planned"] == 3
+    assert curve_path_for(out).is_file()
+    r = train(None, None, resume=out, time_limit=1e-3, progress=False)
+    assert r.epochs == 2 and not r.complete
+    r = train(None, None, resume=out, time_limit=3600, progress=False)
+    assert r.epochs == 3 and r.complete and "time limit" not in r.summary()
+    assert load_checkpoint(out)[1].training["resumed_at_epochs"] == [1, 2]
+    with pytest.raises(SRExportError, match="time limit must be positive, got 0 s"):
+        train("fsrcnn_s", 2, data, out_path=tmp_path / "z.safetensors", time_limit=0, **kw)
+
+
 def test_step_epochs_moves_the_learning_rate_drop(data, tmp_path):
     out = tmp_path / "s.safetensors"
     r = train("srcnn", 2, data, out_path=out, epochs=3, steps_per_epoch=1, batch_size=4, step_epochs=2, progress=False)
