@@ -105,7 +105,8 @@ def _training_lines(training: dict) -> list[str]:
             text = f"{len(value)} epochs"
             if vals:
                 best = max(vals, key=lambda v: v[1])
-                text += (f", validation PSNR {vals[0][1]:.2f} dB at epoch {vals[0][0]} -> {vals[-1][1]:.2f} "
+                mean = " (mean over the scales)" if "val_psnr_by_scale" in value[0] else ""
+                text += (f", validation PSNR{mean} {vals[0][1]:.2f} dB at epoch {vals[0][0]} -> {vals[-1][1]:.2f} "
                          f"at epoch {vals[-1][0]} (best {best[1]:.2f} at epoch {best[0]})")
             lines.append(f"history: {text}; --json prints every epoch")
         elif key == "recipe" and isinstance(value, dict):

@@ -42,6 +42,21 @@ force_option = click.option("--force", is_flag=True, help="Overwrite existing ou
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
+class Scales(click.ParamType):
+    """One scale (3), or several separated by commas (2,3,4)."""
+
+    name = "scales"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, tuple)):
+            return value
+        try:
+            scales = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a scale or a list of scales (e.g. 3, or 2,3,4)", param, ctx)
+        return scales[0] if len(scales) == 1 else scales
+
+
 class Duration(click.ParamType):
     """Seconds, or a number with s, m or h: 540, 9m, 1.5h."""
 
@@ -234,7 +249,9 @@ def verify(artifact, checkpoint, as_json):
 
 @main.command()
 @click.argument("name", required=False)
-@scale_option
+@click.option("--scale", "-s", type=Scales(),
+              help="Upscaling factor: 2, 3 or 4; several (2,3,4) train one model for all of them "
+                   "(networks whose weights do not depend on the scale: SRCNN, VDSR, DRCN).")
 @click.option("--data", type=click.Path(path_type=Path), help="Folder of training images (e.g. T91).")
 @click.option("--val", type=click.Path(path_type=Path),
               help="Folder of validation images (default: images held out of --data).")
@@ -255,7 +272,8 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint's weights (same network; any scale) instead of the recipe's init.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to write (default: NAME_xSCALE.safetensors).")
+              help="Checkpoint to write (default: NAME_xSCALE.safetensors); {scale} in it is replaced by the "
+                   "scale, which a run over several scales needs.")
 @force_option
 @user_errors
 def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, device, precision, resume,
@@ -273,6 +291,7 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x3.safetensors --epochs 40 --step-epochs 28
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
       srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m
+      srexport train vdsr -s 2,3,4 --data T91 --device cuda --precision bf16 -o 'vdsr_x{scale}.safetensors'
     """
     from .train import train as train_network
 

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .archs import build, check_scale, get_spec
+from .archs import build, check_scale, get_spec, list_networks
 from .atomic import atomic_output, check_writable
 from .checkpoint import METADATA_KEY, ModelRecord, load_checkpoint, save_checkpoint, weights_sha256
 from .data import imresize, list_images, load_image, protocol_pair, round_uint8
@@ -515,12 +515,12 @@ def curve_path_for(out: str | os.PathLike) -> Path:
 
 @dataclass
 class TrainResult:
-    checkpoint: Path
+    checkpoints: dict[int, Path]  # scale -> checkpoint (several for a run over several scales)
     resume_file: Path
     curve: Path
-    record: ModelRecord
+    record: ModelRecord  # the first scale's
     best_epoch: int
-    best_val_psnr: float
+    best_val_psnr: float  # the mean over the scales
     bicubic_val_psnr: float
     epochs: int
     history: list
@@ -528,13 +528,19 @@ class TrainResult:
     epochs_planned: int
 
     @property
+    def checkpoint(self) -> Path:
+        return next(iter(self.checkpoints.values()))
+
+    @property
     def complete(self) -> bool:
         return self.epochs >= self.epochs_planned
 
     def summary(self) -> str:
-        text = (f"{self.record.network} x{self.record.scale}: best val PSNR {self.best_val_psnr:.2f} dB at epoch "
-                f"{self.best_epoch}/{self.epochs} (bicubic {self.bicubic_val_psnr:.2f} dB), {self.seconds:.0f} s "
-                f"-> {self.checkpoint}")
+        scales = list(self.checkpoints)
+        mean = " (mean over the scales)" if len(scales) > 1 else ""
+        text = (f"{self.record.network} {scales_label(scales)}: best val PSNR{mean} {self.best_val_psnr:.2f} dB at "
+                f"epoch {self.best_epoch}/{self.epochs} (bicubic {self.bicubic_val_psnr:.2f} dB), {self.seconds:.0f} s "
+                f"-> {', '.join(map(str, self.checkpoints.values()))}")
         if not self.complete:
             text += (f"\nstopped at the time limit after epoch {self.epochs} of {self.epochs_planned}; "
                      f"continue with: srexport train --resume {self.checkpoint}")
@@ -573,16 +579,46 @@ def _seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _images_except(folder: Path, curve_file: Path) -> list[Path]:
-    """list_images(folder) without the run's own curve PNG, which -o may put in that folder."""
-    own = curve_file.resolve()
-    paths = [p for p in list_images(folder) if p.resolve() != own]
+def _images_except(folder: Path, own_files: list[Path]) -> list[Path]:
+    """list_images(folder) without the run's own curve PNGs, which -o may put in that folder."""
+    own = {p.resolve() for p in own_files}
+    paths = [p for p in list_images(folder) if p.resolve() not in own]
     if not paths:
-        raise SRExportError(f"{folder}: no images besides this run's training curve {curve_file.name}")
+        names = ", ".join(p.name for p in own_files)
+        raise SRExportError(f"{folder}: no images besides this run's training curve {names}")
     return paths
 
 
-def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | None = None, *,
+def _as_scales(scale) -> tuple[int, ...] | None:
+    if scale is None:
+        return None
+    return tuple(int(s) for s in scale) if isinstance(scale, (list, tuple)) else (int(scale),)
+
+
+def scales_label(scales) -> str:
+    """(2,) -> 'x2'; (2, 3, 4) -> 'x2+3+4'."""
+    return "x" + "+".join(str(s) for s in scales)
+
+
+def checkpoint_paths(out: str | os.PathLike, scales: tuple[int, ...]) -> dict[int, Path]:
+    """The checkpoint written for each scale: `{scale}` in `out` is replaced by the scale. A run
+    over several scales needs it (`vdsr_x{scale}.safetensors`)."""
+    text = str(out)
+    if "{scale}" not in text and len(scales) > 1:
+        raise SRExportError(f"{out}: a run over {scales_label(scales)} writes a checkpoint per scale; put "
+                            "{scale} in the path, e.g. vdsr_x{scale}.safetensors")
+    return {s: Path(text.replace("{scale}", str(s))) for s in scales}
+
+
+def share_parameters(model: nn.Module, source: nn.Module) -> None:
+    """Make `model` use `source`'s parameter tensors, so one optimizer trains both (a network built
+    at several scales whose weights do not depend on the scale)."""
+    for name, _ in list(model.named_parameters()):
+        module_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(module_name), attr, source.get_parameter(name))
+
+
+def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: str | os.PathLike | None = None, *,
           out_path: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           device: str = "cpu", resume: str | os.PathLike | None = None, seed: int | None = None,
@@ -592,6 +628,12 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
           init_from: str | os.PathLike | None = None, step_epochs: int | None = None,
           time_limit: float | None = None) -> TrainResult:
     """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
+
+    `scale` may be several scales, for a network whose weights do not depend on the scale (VDSR's
+    paper trains one model for x2, x3 and x4): the steps go round the scales, each on its own
+    patches, one checkpoint per scale is written (`{scale}` in `out_path`, default
+    NAME_x{scale}.safetensors), all with the weights of the epoch with the best mean validation
+    PSNR over the scales, and the resume file sits beside the first scale's checkpoint.
 
     With `resume` (a resume file, or a checkpoint with its resume file beside it) the run continues
     from its last completed epoch; network, scale, data, recipe and seed come from the resume file
@@ -604,14 +646,17 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     started = time.monotonic()
     dev = _device(device)
     state = load_resume(resume) if resume is not None else None
+    scales = _as_scales(scale)
 
     # ------------------------------------------------------------ settings
     if state is not None:
         if network is not None and network != state["network"]:
             raise SRExportError(f"{state['path']}: resume file is for network {state['network']!r}, not {network!r}")
-        if scale is not None and int(scale) != state["scale"]:
-            raise SRExportError(f"{state['path']}: resume file is for x{state['scale']}, not x{scale}")
-        network, scale = state["network"], state["scale"]
+        kept_scales = tuple(state.get("scales", [state["scale"]]))
+        if scales is not None and scales != kept_scales:
+            raise SRExportError(f"{state['path']}: resume file is for {scales_label(kept_scales)}, "
+                                f"not {scales_label(scales)}")
+        network, scales = state["network"], kept_scales
         recipe = Recipe.from_dict(state["recipe"])
         kept_precision = state.get("precision", "fp32")
         for name, given, kept in (("batch size", batch_size, recipe.batch_size), ("learning rate", lr, state["base_lr"]),
@@ -630,7 +675,8 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         base_lr = state["base_lr"]
         data_dir = data_dir if data_dir is not None else state["data_dir"]
         val_dir = val_dir if val_dir is not None else state["val_dir"]
-        out = Path(state["out"])
+        # the outputs sit beside the resume file, so a run's folder may be moved (to another machine)
+        out = Path(state["path"]).parent / Path(state["out"]).name
         if out_path is not None and Path(out_path).resolve() != out.resolve():
             raise SRExportError(f"{state['path']}: the resumed run writes {out}; omit -o or pass that path")
         total_epochs = int(epochs) if epochs is not None else state["epochs_total"]
@@ -640,12 +686,10 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     else:
         if network is None:
             raise SRExportError("name the network to train")
-        if scale is None:
+        if not scales:
             raise SRExportError(f"{network}: pass --scale (2, 3 or 4)")
         if data_dir is None:
             raise SRExportError("pass --data FOLDER with the training images")
-        if out_path is None:
-            raise SRExportError("pass -o PATH for the checkpoint")
         recipe = recipe_for(network)
         if batch_size is not None:
             recipe = recipe.replace(batch_size=int(batch_size))
@@ -655,14 +699,20 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
                                     "--step-epochs applies to step schedules")
             recipe = recipe.replace(step_epochs=int(step_epochs))
         base_lr = float(lr) if lr is not None else recipe.lr
-        out = Path(out_path)
+        out = Path(out_path if out_path is not None
+                   else f"{network}_x{scales[0] if len(scales) == 1 else '{scale}'}.safetensors")
         total_epochs = int(epochs) if epochs is not None else recipe.epochs
         hparams = dict(hparams or {})
         seed = 0 if seed is None else int(seed)
         precision = precision or "fp32"
         # loaded before the data so that a wrong file fails at once
         init_source = load_checkpoint(init_from, network=network) if init_from is not None else None
-    scale = check_scale(int(scale))
+    scales = tuple(check_scale(s) for s in scales)
+    if len(set(scales)) != len(scales):
+        raise SRExportError(f"{network}: scale given twice in {scales_label(scales)}")
+    if len(scales) > 1 and not get_spec(network).scale_free_weights:
+        raise SRExportError(f"{network}: its weights depend on the scale, so a run trains one scale "
+                            f"(several at once: {', '.join(n for n in list_networks() if get_spec(n).scale_free_weights)})")
     if precision not in PRECISIONS:
         raise SRExportError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     if total_epochs < 1:
@@ -678,19 +728,24 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     if time_limit is not None and not time_limit > 0:
         raise SRExportError(f"time limit must be positive, got {time_limit} s")
     recipe = recipe.replace(epochs=total_epochs)
-    resume_file, curve_file = resume_path_for(out), curve_path_for(out)
-    if out.suffix != ".safetensors":
-        raise SRExportError(f"{out}: the checkpoint path must end in .safetensors")
+    label = f"{network} {scales_label(scales)}"
+    checkpoints = checkpoint_paths(out, scales)
+    for path in checkpoints.values():
+        if path.suffix != ".safetensors":
+            raise SRExportError(f"{path}: the checkpoint path must end in .safetensors")
+    first = checkpoints[scales[0]]
+    resume_file = resume_path_for(first)
+    curves = {s: curve_path_for(p) for s, p in checkpoints.items()}
     if state is None:
-        for p in (out, resume_file, curve_file):
+        for p in (*checkpoints.values(), resume_file, *curves.values()):
             check_writable(p, force)
 
     # ------------------------------------------------------------ data
     data_dir = Path(data_dir)
-    paths = _images_except(data_dir, curve_file)
+    paths = _images_except(data_dir, list(curves.values()))
     if val_dir is not None:
         val_dir = Path(val_dir)
-        train_paths, val_paths = paths, _images_except(val_dir, curve_file)
+        train_paths, val_paths = paths, _images_except(val_dir, list(curves.values()))
         val_desc = f"{val_dir} ({len(val_paths)} images)"
     else:
         k = n_val if n_val is not None else (state["n_val"] if state else default_holdout(len(paths)))
@@ -701,16 +756,18 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         raise SRExportError(
             f"{state['path']}: the training images in {data_dir} differ from those the run started with "
             f"({len(train_paths)} now, {len(state['data_fingerprint'])} then)")
-    hr_patch, stride = recipe.patch_for(scale)
-    patches = PatchSet.from_paths(train_paths, scale, hr_patch, stride, augment=True,
-                                  cache_dir=cache_dir, resize_factors=recipe.resize_factors)
-    val_pairs = [protocol_pair(load_image(p), scale) for p in val_paths]
-    bicubic_val = bicubic_psnr(val_pairs, scale)
-    steps = steps_per_epoch if steps_per_epoch is not None else patches.steps_per_epoch(recipe.batch_size)
+    patch_sets = {s: PatchSet.from_paths(train_paths, s, *recipe.patch_for(s), augment=True,
+                                         cache_dir=cache_dir, resize_factors=recipe.resize_factors)
+                  for s in scales}
+    val_pairs = {s: [protocol_pair(load_image(p), s) for p in val_paths] for s in scales}
+    bicubic_val = {s: bicubic_psnr(val_pairs[s], s) for s in scales}
+    steps = (steps_per_epoch if steps_per_epoch is not None
+             else sum(p.steps_per_epoch(recipe.batch_size) for p in patch_sets.values()))
 
     # ------------------------------------------------------------ model, optimizer
     np_rng = _seed_everything(seed)
-    model = build(network, scale, **hparams)
+    models = {s: build(network, s, **hparams) for s in scales}
+    model = models[scales[0]]  # holds the parameters; the other scales' models share them
     init_weights(model, recipe.init)
     if state is not None:
         init_record = state.get("init_from")
@@ -721,7 +778,10 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     # channels-last is the layout cuDNN's tensor-core kernels read without transposes; the one-channel
     # input needs no conversion (for C=1 both layouts have the same strides)
     memory_format = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
-    model.to(dev, memory_format=memory_format).train()
+    for m in models.values():
+        m.to(dev, memory_format=memory_format).train()
+        if m is not model:
+            share_parameters(m, model)
     autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     optimizer = make_optimizer(model, recipe, base_lr)
     scheduler = make_scheduler(optimizer, recipe)
@@ -741,22 +801,25 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         seconds = state["seconds"]
         resumed_at = list(state.get("resumed_at", [])) + [epochs_done]
         set_rng_state(state["rng"], np_rng)
-        if epochs_done > 0 and not out.is_file():
-            raise SRExportError(f"{out}: checkpoint missing; the resume file says {epochs_done} epochs are done")
+        missing = [p for p in checkpoints.values() if not p.is_file()]
+        if epochs_done > 0 and missing:
+            raise SRExportError(f"{missing[0]}: checkpoint missing; the resume file says {epochs_done} epochs are done")
 
-    def training_record(done: int) -> dict:
+    def training_record(done: int, s: int) -> dict:
         return {
             "kind": "trained",
             **({"init_from": init_record} if init_record else {}),
+            **({"scales": list(scales), "selection": "best mean validation PSNR over the scales"}
+               if len(scales) > 1 else {}),
             "recipe": recipe.to_dict(),
             "base_lr": base_lr,
             "data": {
                 "dir": str(data_dir.resolve()),
                 "images": len(train_paths),
-                "patches": len(patches),
-                "hr_patch": patches.hr_patch,
-                "lr_patch": patches.lr_patch,
-                "stride": stride,
+                "patches": len(patch_sets[s]),
+                "hr_patch": patch_sets[s].hr_patch,
+                "lr_patch": patch_sets[s].lr_patch,
+                "stride": recipe.patch_for(s)[1],
                 "augmentation": "8 dihedral transforms per sample"
                                 + (f"; resize factors {list(recipe.resize_factors)}" if len(recipe.resize_factors) > 1 else ""),
                 "validation": val_desc,
@@ -776,14 +839,25 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
             "history": history,
         }
 
-    def metrics_record() -> dict:
-        return {"val_psnr": best_psnr, "val_bicubic_psnr": bicubic_val, "val_border": scale,
-                "val_set": val_desc, "epoch": best_epoch}
+    def metrics_record(s: int) -> dict:
+        best = history[best_epoch - 1]
+        return {"val_psnr": best.get("val_psnr_by_scale", {}).get(f"x{s}", best["val_psnr"]),
+                "val_bicubic_psnr": bicubic_val[s], "val_border": s, "val_set": val_desc, "epoch": best_epoch}
+
+    def save_checkpoints(done: int) -> list[ModelRecord]:
+        records = []
+        for s, path in checkpoints.items():
+            final = build(network, s, **hparams)  # on the CPU, in the standard layout
+            final.load_state_dict(model.state_dict())
+            records.append(ModelRecord.for_model(final, training=training_record(done, s), metrics=metrics_record(s)))
+            save_checkpoint(final, path, records[-1], force=True)
+        return records
 
     def write_resume() -> None:
         save_resume(resume_file, {
             "format": RESUME_FORMAT,
-            "network": network, "scale": scale, "hparams": hparams, "recipe": recipe.to_dict(),
+            "network": network, "scale": scales[0], "scales": list(scales), "hparams": hparams,
+            "recipe": recipe.to_dict(),
             "base_lr": base_lr, "seed": seed, "precision": precision, "data_dir": str(data_dir.resolve()),
             "val_dir": str(val_dir.resolve()) if val_dir is not None else None,
             "n_val": len(val_paths) if val_dir is None else None,
@@ -800,7 +874,7 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
     from tqdm import tqdm
 
     bar = tqdm(total=total_epochs * steps, initial=epochs_done * steps, disable=not progress, unit="step",
-               desc=f"{network} x{scale}", dynamic_ncols=True, leave=True)
+               desc=label, dynamic_ncols=True, leave=True)
     postfix: dict = {}
     if history:
         postfix = {"val": f"{history[-1]['val_psnr']:.2f}", "best": f"{best_psnr:.2f}"}
@@ -810,11 +884,16 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
             alpha = recipe.alpha(epoch)
             loss_sum = torch.zeros((), device=dev)
             count, shown = 0, 0
-            for lr_b, hr_b in patches.batches(recipe.batch_size, np_rng, steps=steps):
+            # the steps go round the scales; each scale draws its own batches
+            batches = {s: patch_sets[s].batches(recipe.batch_size, np_rng, steps=len(range(i, steps, len(scales))))
+                       for i, s in enumerate(scales)}
+            for step in range(steps):
+                s = scales[step % len(scales)]
+                lr_b, hr_b = next(batches[s])
                 x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
                 y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
                 with autocast():
-                    loss = training_loss(model, x, y, recipe, alpha)
+                    loss = training_loss(models[s], x, y, recipe, alpha)
                 optimizer.zero_grad(set_to_none=True)
                 (loss * y.numel() if recipe.loss_reduction == "sum" else loss).backward()
                 clip_gradients(optimizer, recipe)
@@ -827,7 +906,8 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
                     bar.update(count - shown)
                     shown = count
             epoch_loss = loss_sum.item() / max(count, 1)
-            val = validate(model, val_pairs, scale, dev)
+            vals = {s: validate(models[s], val_pairs[s], s, dev) for s in scales}
+            val = float(np.mean(list(vals.values())))
             lr_now = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             if scheduler is not None:
                 if recipe.schedule == "plateau":
@@ -838,14 +918,15 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
             epochs_done = epoch + 1
             entry = {"epoch": epochs_done, "loss": epoch_loss, "val_psnr": val, "lr": lr_now,
                      "seconds": round(time.perf_counter() - t0, 3)}
+            if len(scales) > 1:
+                entry["val_psnr_by_scale"] = {f"x{s}": v for s, v in vals.items()}
             if recipe.recursive_supervision:
                 entry["alpha"] = alpha
             history.append(entry)
             if math.isfinite(val) and (val > best_psnr or best_epoch == 0):
                 best_psnr, best_epoch = val, epochs_done
-                record = ModelRecord.for_model(model, training=training_record(epochs_done), metrics=metrics_record())
-                save_checkpoint(model, out, record, force=True)
-            write_resume()  # after the checkpoint: a kill between the two only repeats this epoch
+                save_checkpoints(epochs_done)
+            write_resume()  # after the checkpoints: a kill between the two only repeats this epoch
             postfix.update(val=f"{val:.2f}", best=f"{best_psnr:.2f}", loss=f"{epoch_loss:.3g}")
             bar.set_postfix(postfix, refresh=False)
             bar.update(steps - shown)
@@ -855,24 +936,22 @@ def train(network: str | None, scale: int | None, data_dir: str | os.PathLike | 
         bar.close()
 
     if best_epoch == 0:
-        raise SRExportError(f"{network} x{scale}: training diverged (validation PSNR is not finite); "
-                            "try a lower --lr")
+        raise SRExportError(f"{label}: training diverged (validation PSNR is not finite); try a lower --lr")
 
-    # ------------------------------------------------------------ final checkpoint and curve
+    # ------------------------------------------------------------ final checkpoints and curves
     from safetensors.torch import load_file
 
-    best_state = load_file(str(out))
-    final = build(network, scale, **hparams)
-    final.load_state_dict(best_state)
-    record = ModelRecord.for_model(final, training=training_record(epochs_done), metrics=metrics_record())
-    save_checkpoint(final, out, record, force=True)
-    write_curve(curve_file, history, bicubic_val, f"{network} x{scale}")
-    return TrainResult(out, resume_file, curve_file, record, best_epoch, best_psnr, bicubic_val,
-                       epochs_done, history, seconds, total_epochs)
+    model.load_state_dict(load_file(str(first)))  # the best epoch's weights, with the full history
+    record = save_checkpoints(epochs_done)[0]
+    for path in curves.values():
+        write_curve(path, history, bicubic_val, label)
+    return TrainResult(checkpoints, resume_file, curves[scales[0]], record, best_epoch, best_psnr,
+                       float(np.mean(list(bicubic_val.values()))), epochs_done, history, seconds, total_epochs)
 
 
-def write_curve(path: Path, history: list[dict], bicubic_val: float | None, title: str) -> Path:
-    """Training loss and validation PSNR per epoch as a PNG (atomic)."""
+def write_curve(path: Path, history: list[dict], bicubic_val: dict[int, float], title: str) -> Path:
+    """Training loss and validation PSNR per epoch as a PNG (atomic). `bicubic_val` maps each scale
+    to its bicubic validation PSNR; a run over several scales plots each scale's gain over bicubic."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -880,26 +959,37 @@ def write_curve(path: Path, history: list[dict], bicubic_val: float | None, titl
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
+    marker = "." if len(epochs) < 30 else None
     fig = Figure(figsize=(9, 3.6), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [h["loss"] for h in history], marker="." if len(epochs) < 30 else None)
+    ax1.plot(epochs, [h["loss"] for h in history], marker=marker)
     if all(h["loss"] > 0 for h in history):
         ax1.set_yscale("log")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss (MSE, [0,1] images)")
     ax1.grid(True, alpha=0.3)
-    vals = [h["val_psnr"] for h in history]
-    ax2.plot(epochs, vals, marker="." if len(epochs) < 30 else None, label="model")
-    if bicubic_val is not None and math.isfinite(bicubic_val):
-        ax2.axhline(bicubic_val, color="gray", linestyle="--", label=f"bicubic {bicubic_val:.2f}")
-    finite = [(e, v) for e, v in zip(epochs, vals) if math.isfinite(v)]
-    if finite:
-        e, v = max(finite, key=lambda t: t[1])
-        ax2.plot([e], [v], "o", color="C3", label=f"best {v:.2f} @ {e}")
+    finite = [(i, h["val_psnr"]) for i, h in enumerate(history) if math.isfinite(h["val_psnr"])]
+    best = max(finite, key=lambda t: t[1])[0] if finite else None  # the selected epoch (mean over scales)
+    if len(bicubic_val) == 1:
+        (base,) = bicubic_val.values()
+        vals = [h["val_psnr"] for h in history]
+        ax2.plot(epochs, vals, marker=marker, label="model")
+        if math.isfinite(base):
+            ax2.axhline(base, color="gray", linestyle="--", label=f"bicubic {base:.2f}")
+        if best is not None:
+            ax2.plot([epochs[best]], [vals[best]], "o", color="C3", label=f"best {vals[best]:.2f} @ {epochs[best]}")
+        ax2.set_ylabel("validation PSNR (Y, dB)")
+    else:
+        for i, (s, base) in enumerate(bicubic_val.items()):
+            gains = [h["val_psnr_by_scale"][f"x{s}"] - base for h in history]
+            ax2.plot(epochs, gains, marker=marker, color=f"C{i}", label=f"x{s} (bicubic {base:.2f})")
+            if best is not None:
+                ax2.plot([epochs[best]], [gains[best]], "o", color=f"C{i}")
+        ax2.axhline(0.0, color="gray", linestyle="--", label="bicubic")
+        ax2.set_ylabel("validation PSNR over bicubic (dB)")
     ax2.set_xlabel("epoch")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax2.set_ylabel("validation PSNR (Y, dB)")
     ax2.grid(True, alpha=0.3)
     ax2.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)

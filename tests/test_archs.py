@@ -33,6 +33,14 @@ def test_output_is_exactly_scale_times_input(name, scale):
             assert torch.isfinite(y).all()
 
 
+def test_scale_free_weights_have_the_same_tensors_at_every_scale():
+    for name in list_networks():
+        shapes = [{k: v.shape for k, v in build(name, s).state_dict().items()} for s in SCALES]
+        if get_spec(name).scale_free_weights:
+            assert shapes[0] == shapes[1] == shapes[2], name
+    assert [n for n in list_networks() if get_spec(n).scale_free_weights] == ["srcnn", "srcnn_955", "vdsr", "drcn"]
+
+
 def test_variants_and_hyperparameters():
     assert build("srcnn", 3).hparams["f2"] == 1 and build("srcnn_955", 3).hparams["f2"] == 5
     assert build("fsrcnn_s", 3).hparams == {"d": 32, "s": 5, "m": 1}

@@ -120,6 +120,13 @@ def test_train_eval_record_info(run, tmp_path):
     limited = run("train", "--resume", "m.safetensors", "--epochs", 4, "--time-limit", "0.001s")
     assert limited.exit_code == 0, limited.output
     assert "stopped at the time limit after epoch 3 of 4; continue with: srexport train --resume" in limited.output
+    both = run("train", "srcnn", "--scale", "2,3", "--data", data, "--epochs", 1, "--batch-size", 4,
+               "--steps-per-epoch", 2, "-o", "s_x{scale}.safetensors")
+    assert both.exit_code == 0, both.output
+    assert (tmp_path / "s_x2.safetensors").is_file() and (tmp_path / "s_x3.safetensors").is_file()
+    assert "history: 1 epochs, validation PSNR (mean over the scales)" in run("info", "s_x3.safetensors").output
+    two = run("train", "srcnn", "--scale", "two", "--data", data)
+    assert two.exit_code == 2 and "'two' is not a scale or a list of scales (e.g. 3, or 2,3,4)" in two.output
     soon = run("train", "--resume", "m.safetensors", "--time-limit", "soon")
     assert soon.exit_code == 2 and "'soon' is not a duration (e.g. 540, 9m, 1.5h)" in soon.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,

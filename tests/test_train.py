@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from srexport.archs import build, list_networks
 from srexport.checkpoint import load_checkpoint, weights_sha256
+from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.train import (
     Recipe,
@@ -32,6 +33,7 @@ from srexport.train import (
     resume_path_for,
     train,
     training_loss,
+    validate,
 )
 
 from _images import texture
@@ -297,6 +299,62 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_continues(data, tmp_pa
     assert load_checkpoint(out)[1].training["resumed_at_epochs"] == [1, 2]
     with pytest.raises(SRExportError, match="time limit must be positive, got 0 s"):
         train("fsrcnn_s", 2, data, out_path=tmp_path / "z.safetensors", time_limit=0, **kw)
+
+
+def test_one_run_over_several_scales_writes_a_checkpoint_per_scale_with_shared_weights(data, val, tmp_path):
+    out = tmp_path / "m_x{scale}.safetensors"
+    r = train("srcnn", (2, 3), data, out_path=out, val_dir=val, epochs=2, batch_size=4, progress=False)
+    paths = {2: tmp_path / "m_x2.safetensors", 3: tmp_path / "m_x3.safetensors"}
+    assert r.checkpoints == paths and r.resume_file == tmp_path / "m_x2.resume.safetensors"
+    assert all(curve_path_for(p).is_file() for p in paths.values())
+    best = r.history[r.best_epoch - 1]
+    assert best["val_psnr"] == pytest.approx(np.mean(list(best["val_psnr_by_scale"].values())))
+    models = {s: load_checkpoint(p) for s, p in paths.items()}
+    assert weights_sha256(models[2][0]) == weights_sha256(models[3][0])
+    for s, (model, record) in models.items():
+        assert record.scale == s and record.training["scales"] == [2, 3]
+        assert record.metrics["val_psnr"] == best["val_psnr_by_scale"][f"x{s}"]
+        pairs = [protocol_pair(load_image(p), s) for p in sorted(val.iterdir())]
+        assert validate(model, pairs, s, "cpu") == pytest.approx(record.metrics["val_psnr"], abs=1e-6)
+    # an epoch is one pass over both scales' patches, the steps alternating between them
+    x2, x3 = (record.training["data"]["patches"] for _, record in models.values())
+    assert r.record.training["steps_per_epoch"] == math.ceil(x2 / 4) + math.ceil(x3 / 4)
+
+    with pytest.raises(SRExportError, match=r"resume file is for x2\+3, not x2"):
+        train("srcnn", 2, data, resume=paths[2], epochs=3, progress=False)
+    resumed = train(None, None, resume=paths[2], epochs=3, progress=False)
+    assert resumed.epochs == 3 and resumed.record.training["resumed_at_epochs"] == [2]
+    assert set(resumed.history[-1]["val_psnr_by_scale"]) == {"x2", "x3"}
+    assert "srcnn x2+3: best val PSNR (mean over the scales)" in resumed.summary()
+
+
+def test_several_scales_need_scale_free_weights_and_a_path_per_scale(data, tmp_path):
+    with pytest.raises(SRExportError, match="espcn: its weights depend on the scale, so a run trains one scale "
+                                           r"\(several at once: srcnn, srcnn_955, vdsr, drcn\)"):
+        train("espcn", (2, 3), data, out_path=tmp_path / "e_x{scale}.safetensors", progress=False)
+    with pytest.raises(SRExportError, match=r"a run over x2\+4 writes a checkpoint per scale; put \{scale\} in"):
+        train("vdsr", (2, 4), data, out_path=tmp_path / "v.safetensors", progress=False)
+    with pytest.raises(SRExportError, match=r"scale given twice in x2\+2"):
+        train("vdsr", (2, 2), data, out_path=tmp_path / "v_x{scale}.safetensors", progress=False)
+    with pytest.raises(SRExportError, match="scale must be one of 2, 3, 4, got 5"):
+        train("vdsr", (2, 5), data, out_path=tmp_path / "v_x{scale}.safetensors", progress=False)
+
+
+def test_the_default_checkpoint_path_is_name_and_scale(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = train("srcnn", 2, data, epochs=1, steps_per_epoch=1, batch_size=4, progress=False)
+    assert r.checkpoint.resolve() == tmp_path / "srcnn_x2.safetensors" and r.checkpoint.is_file()
+
+
+def test_a_moved_run_folder_resumes_where_it_now_is(data, tmp_path):
+    first = tmp_path / "here"
+    train("fsrcnn_s", 2, data, out_path=first / "m.safetensors", epochs=1, steps_per_epoch=2, batch_size=4,
+          progress=False)
+    moved = first.rename(tmp_path / "there")
+    r = train(None, None, resume=moved / "m.safetensors", epochs=2, progress=False)
+    assert r.checkpoint == moved / "m.safetensors" and r.epochs == 2
+    assert sorted(p.name for p in moved.iterdir()) == ["m.curve.png", "m.resume.safetensors", "m.safetensors"]
+    assert not first.exists()
 
 
 def test_step_epochs_moves_the_learning_rate_drop(data, tmp_path):

@@ -31,6 +31,8 @@ def main() -> None:
             m = record.metrics
             training = record.training
             start = f" from x{training['init_from']['scale']}" if training.get("init_from") else ""
+            if training.get("scales"):
+                start += f" (one model for x{', x'.join(map(str, training['scales']))})"
             trained = (f"{training.get('epochs', '?')} epochs{start}, {training.get('device', '?')}, "
                        f"{training.get('seconds', 0) / 60:.0f} min")
             print(f"| {name} | x{scale} | {cell(m.get('Set5'), published(name, scale, 'Set5'))} | "

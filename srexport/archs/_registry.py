@@ -22,16 +22,19 @@ class NetworkSpec:
     builder: Callable[..., nn.Module]
     paper: str
     upsampling: str  # how the network reaches the output size, in words (goes into records)
+    # True when the scale only sets the fixed bicubic upsampler inside the network, so one set of
+    # weights serves every scale (VDSR's paper trains one model for x2, x3 and x4)
+    scale_free_weights: bool = False
 
 
 _REGISTRY: dict[str, NetworkSpec] = {}
 
 
-def register(name: str, *, paper: str, upsampling: str):
+def register(name: str, *, paper: str, upsampling: str, scale_free_weights: bool = False):
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"network {name!r} registered twice")
-        _REGISTRY[name] = NetworkSpec(name, builder, paper, upsampling)
+        _REGISTRY[name] = NetworkSpec(name, builder, paper, upsampling, scale_free_weights)
         return builder
 
     return decorator

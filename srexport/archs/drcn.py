@@ -49,6 +49,7 @@ class DRCN(nn.Module):
         return self.forward_with_intermediates(x)[0]
 
 
-@register("drcn", paper=PAPER, upsampling="MATLAB bicubic inside the network, recursive residual ensemble")
+@register("drcn", paper=PAPER, upsampling="MATLAB bicubic inside the network, recursive residual ensemble",
+          scale_free_weights=True)
 def drcn(scale: int, **hparams) -> DRCN:
     return DRCN(scale, **hparams)

@@ -27,11 +27,13 @@ class SRCNN(nn.Module):
         return self.reconstruction(self.features(self.upsample(x)))
 
 
-@register("srcnn", paper=PAPER, upsampling="MATLAB bicubic inside the network, then 9-1-5 convolutions")
+@register("srcnn", paper=PAPER, upsampling="MATLAB bicubic inside the network, then 9-1-5 convolutions",
+          scale_free_weights=True)
 def srcnn(scale: int, **hparams) -> SRCNN:
     return SRCNN(scale, **hparams)
 
 
-@register("srcnn_955", paper=PAPER, upsampling="MATLAB bicubic inside the network, then 9-5-5 convolutions")
+@register("srcnn_955", paper=PAPER, upsampling="MATLAB bicubic inside the network, then 9-5-5 convolutions",
+          scale_free_weights=True)
 def srcnn_955(scale: int, **hparams) -> SRCNN:
     return SRCNN(scale, **{"f2": 5, **hparams})

@@ -25,6 +25,7 @@ class VDSR(nn.Module):
         return ilr + self.residual(ilr)
 
 
-@register("vdsr", paper=PAPER, upsampling="MATLAB bicubic inside the network, plus a learned residual")
+@register("vdsr", paper=PAPER, upsampling="MATLAB bicubic inside the network, plus a learned residual",
+          scale_free_weights=True)
 def vdsr(scale: int, **hparams) -> VDSR:
     return VDSR(scale, **hparams)
