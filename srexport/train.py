@@ -801,9 +801,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         seconds = state["seconds"]
         resumed_at = list(state.get("resumed_at", [])) + [epochs_done]
         set_rng_state(state["rng"], np_rng)
-        missing = [p for p in checkpoints.values() if not p.is_file()]
-        if epochs_done > 0 and missing:
-            raise SRExportError(f"{missing[0]}: checkpoint missing; the resume file says {epochs_done} epochs are done")
+        # the other scales' checkpoints hold the same weights and are rewritten from this one
+        if epochs_done > 0 and not first.is_file():
+            raise SRExportError(f"{first}: checkpoint missing; the resume file says {epochs_done} epochs are done")
 
     def training_record(done: int, s: int) -> dict:
         return {
