@@ -1,4 +1,4 @@
-"""srexport.train: recipes, the training loop, its records, and kill-and-resume."""
+"""srexport.train: the model pieces, the training loop, its records, and kill-and-resume."""
 
 from __future__ import annotations
 
@@ -18,23 +18,13 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from srexport.archs import build, list_networks
+from srexport.archs import build
 from srexport.checkpoint import load_checkpoint, weights_sha256
 from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
-from srexport.train import (
-    Recipe,
-    clip_gradients,
-    curve_path_for,
-    init_weights,
-    load_resume,
-    make_optimizer,
-    recipe_for,
-    resume_path_for,
-    train,
-    training_loss,
-    validate,
-)
+from srexport.recipes import recipe_for
+from srexport.runfiles import curve_path_for, load_resume, resume_path_for
+from srexport.train import clip_gradients, init_weights, make_optimizer, train, training_loss, validate
 
 from _images import texture
 
@@ -57,24 +47,7 @@ def val(tmp_path_factory):
     return d
 
 
-# ---------------------------------------------------------------- recipes
-
-
-def test_every_network_has_a_documented_recipe():
-    for net in list_networks():
-        r = recipe_for(net)
-        assert r.network == net and r.optimizer in ("sgd", "adam") and r.schedule in ("step", "plateau", "none")
-        assert len(r.why) > 80 and r.epochs > 0 and r.batch_size > 0
-        for scale in (2, 3, 4):
-            hp, stride = r.patch_for(scale)
-            assert hp // scale >= 5 and stride >= 1
-        assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
-    assert recipe_for("espcn").patch_for(3) == (51, 42)  # 17r x 17r, stride 14r
-    vdsr = recipe_for("vdsr")
-    assert vdsr.weight_decay == 0 and vdsr.schedule == "step" and (vdsr.step_epochs, vdsr.epochs) == (30, 60)
-    assert recipe_for("drcn").recursive_supervision and recipe_for("drcn").schedule == "plateau"
-    with pytest.raises(SRExportError):
-        recipe_for("nosuchnet")
+# ---------------------------------------------------------------- model pieces
 
 
 @pytest.mark.parametrize("net, prefix", [("srcnn", "reconstruction"), ("fsrcnn", "deconv"), ("espcn", "body.4")])

@@ -1,0 +1,55 @@
+"""srexport.runfiles: the resume file round-trips the training state without pickle; file names."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from srexport.errors import SRExportError
+from srexport.runfiles import RESUME_FORMAT, curve_path_for, load_resume, resume_path_for, save_resume
+
+
+def test_resume_state_round_trips_tensors_tuples_and_int_keyed_dicts(tmp_path):
+    state = {
+        "format": RESUME_FORMAT,
+        "model": {"w": torch.arange(6.0).reshape(2, 3)},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
+                      "param_groups": [{"lr": 1e-3, "params": [0]}]},
+        "python": (3, (1, 2, 3), None),
+        "numbers": [np.int64(7), np.float32(0.5), True, "x"],
+    }
+    path = tmp_path / "r.resume.safetensors"
+    save_resume(path, state)
+    got = load_resume(path)
+    assert got["path"] == str(path)
+    assert torch.equal(got["model"]["w"], state["model"]["w"])
+    assert list(got["optimizer"]["state"]) == [0]  # an int key stays an int
+    assert torch.equal(got["optimizer"]["state"][0]["exp_avg"], torch.ones(2))
+    assert got["python"] == (3, (1, 2, 3), None) and got["numbers"] == [7, 0.5, True, "x"]
+    with pytest.raises(TypeError, match="cannot store object at s/bad in a resume file"):
+        save_resume(tmp_path / "bad.resume.safetensors", {"bad": object()})
+
+
+def test_load_resume_names_the_file_and_what_is_wrong(tmp_path):
+    with pytest.raises(SRExportError, match="no such resume file"):
+        load_resume(tmp_path / "none.resume.safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"a": torch.zeros(1)}, str(plain))
+    with pytest.raises(SRExportError, match=f"{plain}: not an srexport resume file"):
+        load_resume(plain)
+    junk = tmp_path / "junk.resume.safetensors"
+    junk.write_bytes(b"\x00" * 20)
+    with pytest.raises(SRExportError, match=f"{junk}: corrupt resume file"):
+        load_resume(junk)
+    old = tmp_path / "old.resume.safetensors"
+    save_resume(old, {"format": RESUME_FORMAT + 1})
+    with pytest.raises(SRExportError, match=f"resume format {RESUME_FORMAT + 1} is not supported"):
+        load_resume(old)
+
+
+def test_run_file_names_sit_beside_the_checkpoint():
+    assert resume_path_for("runs/m.safetensors") == Path("runs/m.resume.safetensors")
+    assert resume_path_for("runs/m.resume.safetensors") == Path("runs/m.resume.safetensors")
+    assert curve_path_for("runs/m.safetensors") == Path("runs/m.curve.png")
