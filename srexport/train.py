@@ -3,11 +3,12 @@
 `train()` writes three things beside each other:
   <out>.safetensors         the best-validation checkpoint (checkpoint.save_checkpoint, atomic),
                             rewritten whenever validation PSNR improves and once more at the end
-                            with the full history;
+                            with the full history; one per scale for a run over several scales;
   <out>.resume.safetensors  written after every epoch: the latest weights, optimizer and scheduler
                             state, epoch, every RNG state and the history, without pickle
                             (tensors in safetensors, everything else as JSON in its metadata);
-  <out>.curve.png           training loss and validation PSNR per epoch, at the end.
+  <out>.curve.png           training loss and validation PSNR per epoch, at the end (and when a
+                            time limit stops the run).
 The checkpoint is written before the resume file, so a run killed at any moment (SIGKILL included)
 resumes from the last completed epoch and loses at most the epoch in progress; the resumed run
 repeats that epoch with the same optimizer, scheduler and random state, so on the CPU it gives the
