@@ -324,7 +324,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     if state is not None:
         if network is not None and network != state["network"]:
             raise SRExportError(f"{state['path']}: resume file is for network {state['network']!r}, not {network!r}")
-        kept_scales = tuple(state.get("scales", [state["scale"]]))
+        kept_scales = tuple(state["scales"] if "scales" in state else [state["scale"]])  # older files: "scale"
         if scales is not None and scales != kept_scales:
             raise SRExportError(f"{state['path']}: resume file is for {scales_label(kept_scales)}, "
                                 f"not {scales_label(scales)}")
@@ -402,10 +402,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     recipe = recipe.replace(epochs=total_epochs)
     label = f"{network} {scales_label(scales)}"
     checkpoints = checkpoint_paths(out, scales)
-    for path in checkpoints.values():
-        if path.suffix != ".safetensors":
-            raise SRExportError(f"{path}: the checkpoint path must end in .safetensors")
     first = checkpoints[scales[0]]
+    if first.suffix != ".safetensors":  # every scale's path comes from the same template
+        raise SRExportError(f"{first}: the checkpoint path must end in .safetensors")
     resume_file = resume_path_for(first)
     curves = {s: curve_path_for(p) for s, p in checkpoints.items()}
     if state is None:
@@ -518,17 +517,16 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
 
     def save_checkpoints(done: int) -> list[ModelRecord]:
         records = []
-        for s, path in checkpoints.items():
-            final = build(network, s, **hparams)  # on the CPU, in the standard layout
-            final.load_state_dict(model.state_dict())
-            records.append(ModelRecord.for_model(final, training=training_record(done, s), metrics=metrics_record(s)))
-            save_checkpoint(final, path, records[-1], force=True)
+        for s, path in checkpoints.items():  # save_checkpoint writes CPU, contiguous tensors
+            records.append(ModelRecord.for_model(models[s], training=training_record(done, s),
+                                                 metrics=metrics_record(s)))
+            save_checkpoint(models[s], path, records[-1], force=True)
         return records
 
     def write_resume() -> None:
         save_resume(resume_file, {
             "format": RESUME_FORMAT,
-            "network": network, "scale": scales[0], "scales": list(scales), "hparams": hparams,
+            "network": network, "scales": list(scales), "hparams": hparams,
             "recipe": recipe.to_dict(),
             "base_lr": base_lr, "seed": seed, "precision": precision, "data_dir": str(data_dir.resolve()),
             "val_dir": str(val_dir.resolve()) if val_dir is not None else None,
