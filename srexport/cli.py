@@ -262,6 +262,9 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
 @click.option("--step-epochs", type=int,
               help="Epochs between the step schedule's learning-rate drops (default: the recipe's).")
+@click.option("--context", type=int,
+              help="LR pixels of real image around each training patch, seen by the network and left out of "
+                   "the loss (default: the recipe's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
               help="bf16: bfloat16 autocast for the training passes, for GPUs; weights stay float32 "
@@ -276,8 +279,8 @@ def verify(artifact, checkpoint, as_json):
                    "scale, which a run over several scales needs.")
 @force_option
 @user_errors
-def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, device, precision, resume,
-          time_limit, init_from, output, force):
+def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, context, device, precision,
+          resume, time_limit, init_from, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
@@ -289,6 +292,8 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
       srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x3.safetensors --epochs 40 --step-epochs 28
+      srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x4.safetensors --context 4 --lr 3e-4 \
+          --epochs 18 --step-epochs 12 --steps-per-epoch 1000 -o srcnn_955_x4_context.safetensors
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
       srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m
       srexport train vdsr -s 2,3,4 --data T91 --device cuda --precision bf16 -o 'vdsr_x{scale}.safetensors'
@@ -298,7 +303,7 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
                            steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
                            precision=precision, init_from=init_from, step_epochs=step_epochs,
-                           time_limit=time_limit)
+                           context=context, time_limit=time_limit)
     click.echo(result.summary())
 
 

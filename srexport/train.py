@@ -88,7 +88,9 @@ def init_weights(model: nn.Module, how: str) -> None:
 def warm_start(model: nn.Module, source: nn.Module, record: ModelRecord, path: str | os.PathLike) -> dict:
     """Copy `source`'s weights (a checkpoint of the same network, for fine-tuning or for another
     scale, as FSRCNN's x2/x4 from x3) into `model`. Tensors whose shape depends on the scale (ESPCN's
-    last conv, scale^2 channels) keep the recipe's init and are listed in the returned record."""
+    last conv, scale^2 channels) keep the recipe's init and are listed in the returned record, with
+    the source's own start (its `init_from`), so a chain of fine-tunes stays traceable after a
+    checkpoint in it has been replaced by its successor."""
     if record.hparams != dict(model.hparams):
         raise SRExportError(f"{path}: holds {record.network} {record.hparams}, "
                             f"this run trains {dict(model.hparams)}")
@@ -97,7 +99,8 @@ def warm_start(model: nn.Module, source: nn.Module, record: ModelRecord, path: s
     model.load_state_dict(loaded, strict=False)
     return {"path": str(Path(path).resolve()), "network": record.network, "scale": record.scale,
             "weights_sha256": weights_sha256(source), "tensors_loaded": len(loaded),
-            "tensors_reinitialised": sorted(set(target) - set(loaded))}
+            "tensors_reinitialised": sorted(set(target) - set(loaded)),
+            **({"init_from": record.training["init_from"]} if record.training.get("init_from") else {})}
 
 
 def param_groups(model: nn.Module, recipe: Recipe, base_lr: float) -> list[dict]:
@@ -133,11 +136,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
     raise SRExportError(f"unknown schedule {recipe.schedule!r}")
 
 
+def masked_mse(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the pixels where `mask` is 1 (all pixels without a mask)."""
+    if mask is None:
+        return nn.functional.mse_loss(out, y)
+    return ((out - y).square() * mask).sum() / mask.sum()
+
+
 def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
-                  alpha: float = 0.0) -> torch.Tensor:
-    """MSE of the network's output; DRCN with recursive supervision:
-    alpha * mean_d MSE(prediction_d) + (1 - alpha) * MSE(ensemble)."""
-    mse = nn.functional.mse_loss
+                  alpha: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE of the network's output (over `mask`, see patches.PatchSet.loss_mask); DRCN with
+    recursive supervision: alpha * mean_d MSE(prediction_d) + (1 - alpha) * MSE(ensemble)."""
+    mse = functools.partial(masked_mse, mask=mask)
     if recipe.recursive_supervision and hasattr(model, "forward_with_intermediates"):
         out, preds = model.forward_with_intermediates(x)
         ensemble = mse(out, y)
@@ -298,7 +308,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
           hparams: dict | None = None, n_val: int | None = None,
           cache_dir: str | os.PathLike | None = None, precision: str | None = None,
           init_from: str | os.PathLike | None = None, step_epochs: int | None = None,
-          time_limit: float | None = None) -> TrainResult:
+          context: int | None = None, time_limit: float | None = None) -> TrainResult:
     """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
 
     `scale` may be several scales, for a network whose weights do not depend on the scale (VDSR's
@@ -311,6 +321,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     from its last completed epoch; network, scale, data, recipe and seed come from the resume file
     (they may be given but must agree) and `epochs` may extend the run. With `init_from` (a
     checkpoint of the same network) a new run starts from its weights instead of the recipe's init.
+    `batch_size`, `lr`, `step_epochs` and `context` (LR pixels around each training patch, see
+    patches.py) override the recipe's.
     With `time_limit` (seconds of wall time for this call, setup included) the run stops after the
     first epoch whose successor would end past the limit, judged by the epoch just finished; at
     least one epoch runs, and the stopped run continues with `resume` (for time-limited GPU slots).
@@ -333,7 +345,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         kept_precision = state.get("precision", "fp32")
         for name, given, kept in (("batch size", batch_size, recipe.batch_size), ("learning rate", lr, state["base_lr"]),
                                   ("seed", seed, state["seed"]), ("precision", precision, kept_precision),
-                                  ("step epochs", step_epochs, recipe.step_epochs)):
+                                  ("step epochs", step_epochs, recipe.step_epochs),
+                                  ("context", context, recipe.context)):
             if given is not None and given != kept:
                 raise SRExportError(f"{state['path']}: cannot change the {name} when resuming ({kept} -> {given})")
         if hparams and dict(hparams) != state["hparams"]:
@@ -370,6 +383,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                 raise SRExportError(f"{network}: its recipe's schedule is {recipe.schedule!r}; "
                                     "--step-epochs applies to step schedules")
             recipe = recipe.replace(step_epochs=int(step_epochs))
+        if context is not None:
+            recipe = recipe.replace(context=int(context))
         base_lr = float(lr) if lr is not None else recipe.lr
         out = Path(out_path if out_path is not None
                    else f"{network}_x{scales[0] if len(scales) == 1 else '{scale}'}.safetensors")
@@ -428,7 +443,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             f"{state['path']}: the training images in {data_dir} differ from those the run started with "
             f"({len(train_paths)} now, {len(state['data_fingerprint'])} then)")
     patch_sets = {s: PatchSet.from_paths(train_paths, s, *recipe.patch_for(s), augment=True,
-                                         cache_dir=cache_dir, resize_factors=recipe.resize_factors)
+                                         cache_dir=cache_dir, resize_factors=recipe.resize_factors,
+                                         context=recipe.context)
                   for s in scales}
     val_pairs = {s: [protocol_pair(load_image(p), s) for p in val_paths] for s in scales}
     bicubic_val = {s: bicubic_psnr(val_pairs[s], s) for s in scales}
@@ -490,6 +506,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                 "patches": len(patch_sets[s]),
                 "hr_patch": patch_sets[s].hr_patch,
                 "lr_patch": patch_sets[s].lr_patch,
+                **({"context": recipe.context,
+                    "images_smaller_than_window": len(train_paths) - patch_sets[s].images_used}
+                   if recipe.context else {}),
                 "stride": recipe.patch_for(s)[1],
                 "augmentation": "8 dihedral transforms per sample"
                                 + (f"; resize factors {list(recipe.resize_factors)}" if len(recipe.resize_factors) > 1 else ""),
@@ -559,13 +578,17 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                        for i, s in enumerate(scales)}
             for step in range(steps):
                 s = scales[step % len(scales)]
-                lr_b, hr_b = next(batches[s])
+                lr_b, hr_b, mask_b = next(batches[s])
                 x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
                 y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
+                mask = None if mask_b is None else torch.from_numpy(mask_b).to(dev, non_blocking=True).float()
                 with autocast():
-                    loss = training_loss(models[s], x, y, recipe, alpha)
+                    loss = training_loss(models[s], x, y, recipe, alpha, mask)
                 optimizer.zero_grad(set_to_none=True)
-                (loss * y.numel() if recipe.loss_reduction == "sum" else loss).backward()
+                if recipe.loss_reduction == "sum":  # the papers' scale: summed over the pixels in the loss
+                    (loss * (y.numel() if mask is None else mask.sum())).backward()
+                else:
+                    loss.backward()
                 clip_gradients(optimizer, recipe)
                 optimizer.step()
                 loss_sum += loss.detach()

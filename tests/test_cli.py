@@ -130,10 +130,11 @@ def test_train_eval_record_info(run, tmp_path):
     soon = run("train", "--resume", "m.safetensors", "--time-limit", "soon")
     assert soon.exit_code == 2 and "'soon' is not a duration (e.g. 540, 9m, 1.5h)" in soon.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
-               "--steps-per-epoch", 3, "--precision", "bf16", "-o", "b.safetensors")
+               "--steps-per-epoch", 3, "--precision", "bf16", "--context", 1, "-o", "b.safetensors")
     assert bf16.exit_code == 0, bf16.output
     training = json.loads(run("info", "b.safetensors", "--json").output)["training"]
     assert training["precision"] == "bf16" and training["steps_per_epoch"] == 3
+    assert training["data"]["context"] == 1 and training["data"]["lr_patch"] == 16  # 36-pixel images, 18-pixel windows
     tuned = run("train", "fsrcnn_s", "--scale", 3, "--data", data, "--epochs", 1, "--batch-size", 4,
                 "--steps-per-epoch", 2, "--step-epochs", 1, "--init-from", "m.safetensors", "-o", "t.safetensors")
     assert tuned.exit_code == 0, tuned.output

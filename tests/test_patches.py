@@ -44,8 +44,8 @@ def test_shapes(folder, scale, hr_patch, lp):
     assert ps.lr.shape[1:] == (lp, lp) and ps.hr.shape[1:] == (lp * scale, lp * scale)
     assert len(ps) == len(ps.lr) == len(ps.hr) == len(ps.origins) > 0
     assert ps.lr_patch == lp and ps.hr_patch == lp * scale
-    lr, hr = next(ps.batches(5, np.random.default_rng(0)))
-    assert lr.shape == (5, 1, lp, lp) and hr.shape == (5, 1, lp * scale, lp * scale)
+    lr, hr, mask = next(ps.batches(5, np.random.default_rng(0)))
+    assert lr.shape == (5, 1, lp, lp) and hr.shape == (5, 1, lp * scale, lp * scale) and mask is None
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -85,17 +85,86 @@ def test_dihedral_is_the_group_of_8_flips_and_rotations():
     assert len({dihedral(sq, k).tobytes() for k in range(8)}) == 8
 
 
+
+@pytest.mark.parametrize("scale, context", [(2, 3), (3, 2), (4, 1)])
+def test_context_windows_are_real_image_around_the_patch(folder, scale, context):
+    ps = PatchSet.from_folder(folder, scale, 12 * scale, 4 * scale, context=context)
+    lp, w = 12, 12 + 2 * context
+    assert ps.lr_patch == lp and ps.hr_patch == lp * scale
+    assert ps.lr.shape[1:] == (w, w) and ps.hr.shape[1:] == (w * scale, w * scale)
+    pairs = {i: protocol_pair(load_image(folder / name), scale) for i, name in enumerate(ps.sources)}
+    for n in range(len(ps)):
+        img, _, r, c = ps.origins[n]
+        hr_y, lr_y = pairs[img]
+        np.testing.assert_array_equal(ps.lr[n], lr_y[r:r + w, c:c + w])
+        np.testing.assert_array_equal(ps.hr[n], hr_y[r * scale:(r + w) * scale, c * scale:(c + w) * scale])
+        h, wd = lr_y.shape
+        np.testing.assert_array_equal(ps.edges[n], [r == 0, r + w == h, c == 0, c + w == wd])
+
+
+@pytest.mark.parametrize("scale, context", [(2, 3), (4, 2)])
+def test_loss_masks_leave_out_the_context_except_at_image_edges_and_cover_every_pixel(folder, scale, context):
+    ps = PatchSet.from_folder(folder, scale, 8 * scale, 5 * scale, context=context)
+    m = context * scale
+    masks = ps.loss_mask(np.arange(len(ps)))
+    covered = {}
+    for n in range(len(ps)):
+        img, _, r, c = ps.origins[n]
+        top, bottom, left, right = ps.edges[n]
+        rows = np.flatnonzero(masks[n].any(1))
+        cols = np.flatnonzero(masks[n].any(0))
+        assert masks[n].sum() == len(rows) * len(cols)  # a rectangle
+        w = masks.shape[-1]
+        assert (rows[0], rows[-1], cols[0], cols[-1]) == (0 if top else m, w - 1 if bottom else w - 1 - m,
+                                                          0 if left else m, w - 1 if right else w - 1 - m)
+        hr_shape = protocol_pair(load_image(folder / ps.sources[img]), scale)[0].shape
+        cover = covered.setdefault(img, np.zeros(hr_shape, bool))
+        cover[r * scale:r * scale + w, c * scale:c * scale + w] |= masks[n].astype(bool)
+    # every HR pixel of every image that has a window is in some window's loss, image edges included
+    assert covered and all(cover.all() for cover in covered.values())
+
+
+def test_loss_masks_are_transformed_with_their_patches(folder):
+    ps = PatchSet.from_folder(folder, 3, 24, 9, context=2)
+    idx = np.arange(len(ps))
+    ks = idx % 8
+    lr, hr, mask = ps.batch(idx, ks)
+    plain = ps.loss_mask(idx)
+    assert mask.dtype == np.uint8 and mask.shape == hr.shape
+    for j in idx:
+        np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[j], ks[j]))
+        np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[j], ks[j]))
+        np.testing.assert_array_equal(mask[j, 0], dihedral(plain[j], ks[j]))
+    assert ps.batch(idx)[2].shape == hr.shape and (ps.batch(idx)[2][:, 0] == plain).all()
+
+
+def test_without_context_the_patches_are_the_plain_grid(folder):
+    ps = PatchSet.from_folder(folder, 3, 24, 8)
+    assert ps.context == 0 and ps.lr.shape[1:] == (8, 8)
+    for img, _, r, c in ps.origins:
+        assert r % 3 == 0 and c % 3 == 0  # stride 8 HR -> 3 LR, no extra window at the edges
+    assert all(b[2] is None for b in ps.batches(4, np.random.default_rng(0), steps=2))
+    with pytest.raises(SRExportError, match="context"):
+        PatchSet.from_folder(folder, 3, 24, 8, context=-1)
+
+
+def test_an_image_smaller_than_the_window_gives_no_window(folder):
+    # the fixture's 20x90 image holds 16-pixel patches at x2, not 28-pixel windows (context 3)
+    assert PatchSet.from_folder(folder, 2, 16, 8).images_used == 4
+    assert PatchSet.from_folder(folder, 2, 16, 8, context=3).images_used == 3
+
+
 def test_augmentation_applies_the_same_transform_to_lr_and_hr(folder):
     ps = PatchSet.from_folder(folder, 3, 24, 8)
     idx = np.arange(min(len(ps), 40))
     for k in range(8):
-        lr, hr = ps.batch(idx, np.full(len(idx), k))
+        lr, hr, _ = ps.batch(idx, np.full(len(idx), k))
         for j, n in enumerate(idx):
             np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[n], k))
             np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[n], k))
     # mixed transforms in one batch: each sample gets its own
     ks = np.arange(len(idx)) % 8
-    lr, hr = ps.batch(idx, ks)
+    lr, hr, _ = ps.batch(idx, ks)
     for j, n in enumerate(idx):
         np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[n], ks[j]))
         np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[n], ks[j]))
@@ -114,7 +183,7 @@ def test_transformed_pairs_are_still_protocol_pairs(scale):
 def test_batches_cover_an_epoch_and_are_reproducible(folder):
     ps = PatchSet.from_folder(folder, 2, 16, 6, augment=False)
     seen = []
-    for lr, hr in ps.batches(7, np.random.default_rng(3)):
+    for lr, hr, _ in ps.batches(7, np.random.default_rng(3)):
         seen += [x.tobytes() for x in hr[:, 0]]
     assert len(seen) == len(ps) and sorted(seen) == sorted(x.tobytes() for x in ps.hr)
     a = [b[1].copy() for b in PatchSet.from_folder(folder, 2, 16, 6).batches(7, np.random.default_rng(5), steps=4)]
@@ -125,7 +194,7 @@ def test_batches_cover_an_epoch_and_are_reproducible(folder):
 def test_batches_follow_the_epoch_plan(folder):
     ps = PatchSet.from_folder(folder, 3, 24, 8)
     perm, ks = ps.epoch_plan(4, np.random.default_rng(9))
-    lr, hr = next(ps.batches(4, np.random.default_rng(9)))
+    lr, hr, _ = next(ps.batches(4, np.random.default_rng(9)))
     for j in range(4):
         np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[perm[j]], ks[j]))
         np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[perm[j]], ks[j]))
@@ -133,7 +202,7 @@ def test_batches_follow_the_epoch_plan(folder):
 
 def test_steps_wrap_around_a_small_set(folder):
     ps = PatchSet.from_folder(folder, 4, 32, 32)
-    n = sum(len(lr) for lr, _ in ps.batches(4, np.random.default_rng(0), steps=3 * len(ps)))
+    n = sum(len(lr) for lr, _, _ in ps.batches(4, np.random.default_rng(0), steps=3 * len(ps)))
     assert n >= 3 * len(ps)
 
 
@@ -148,6 +217,11 @@ def test_cache_round_trip(folder, tmp_path):
     np.testing.assert_array_equal(a.origins, b.origins)
     PatchSet.from_folder(folder, 2, 24, 8, cache_dir=cache)  # other settings, other file
     assert len(list(cache.glob("patches-*.npz"))) == 2
+    c = PatchSet.from_folder(folder, 3, 24, 8, cache_dir=cache, context=2)
+    d = PatchSet.from_folder(folder, 3, 24, 8, cache_dir=cache, context=2)
+    assert len(list(cache.glob("patches-*.npz"))) == 3
+    assert d.context == 2 and d.lr.shape[1:] == (12, 12)
+    np.testing.assert_array_equal(c.edges, d.edges)
 
 
 def test_split_holdout():
@@ -182,7 +256,7 @@ def test_t91_throughput():
     ps = PatchSet.from_folder(T91, 3, 33, 14)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
-    n = sum(len(lr) for lr, _ in ps.batches(128, rng))
+    n = sum(len(lr) for lr, _, _ in ps.batches(128, rng))
     rate = n / (time.perf_counter() - t)
     print(f"T91 x3 33/14: {len(ps)} patches, {rate:,.0f} samples/s")
     assert rate > 20_000

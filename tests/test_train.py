@@ -24,7 +24,8 @@ from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
 from srexport.runfiles import curve_path_for, load_resume, resume_path_for
-from srexport.train import clip_gradients, init_weights, make_optimizer, train, training_loss, validate
+from srexport.train import (clip_gradients, init_weights, make_optimizer, masked_mse, train, training_loss,
+                            validate)
 
 from _images import texture
 
@@ -36,7 +37,7 @@ def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     rng = np.random.default_rng(0)
     for i in range(5):
-        Image.fromarray(texture(rng, 54 + 3 * i, 60)).save(d / f"t{i}.png")
+        Image.fromarray(texture(rng, 78 + 3 * i, 80)).save(d / f"t{i}.png")  # ESPCN's x3 window is 75 pixels
     return d
 
 
@@ -107,6 +108,41 @@ def test_drcn_recursive_supervision_uses_the_intermediates():
     assert recipe.alpha(0) == 1.0 and 0 < recipe.alpha(10) < 1 and recipe.alpha(recipe.alpha_zero_epoch) == 0.0
 
 
+
+def test_the_loss_mask_keeps_only_its_pixels_in_the_loss_and_the_gradient():
+    torch.manual_seed(1)
+    out, y = torch.rand(3, 1, 10, 10, requires_grad=True), torch.rand(3, 1, 10, 10)
+    mask = torch.zeros(3, 1, 10, 10)
+    mask[0, :, 2:8, 2:8] = 1
+    mask[1, :, :8, 2:] = 1  # a window at the image's top and right edges
+    mask[2] = 1
+    sel = mask.bool()
+    assert masked_mse(out, y, mask).item() == pytest.approx(((out - y)[sel] ** 2).mean().item(), rel=1e-6)
+    assert masked_mse(out, y).item() == pytest.approx(torch.nn.functional.mse_loss(out, y).item(), rel=1e-6)
+    masked_mse(out, y, mask).backward()
+    assert torch.all(out.grad[~sel] == 0) and torch.all(out.grad[sel] != 0)
+    # recursive supervision masks every intermediate prediction too
+    model = build("drcn", 2, channels=4, recursions=3)
+    x, y2 = torch.rand(3, 1, 5, 5), torch.rand(3, 1, 10, 10)
+    final, preds = model.forward_with_intermediates(x)
+    expected = 0.4 * sum(masked_mse(p, y2, mask) for p in preds) / 3 + 0.6 * masked_mse(final, y2, mask)
+    got = training_loss(model, x, y2, recipe_for("drcn"), 0.4, mask)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_context_trains_on_context_windows_records_it_and_stays_on_resume(data, tmp_path):
+    out = tmp_path / "c.safetensors"
+    r = train("srcnn", 3, data, out_path=out, epochs=2, steps_per_epoch=3, batch_size=4, context=2, progress=False)
+    t = load_checkpoint(out, network="srcnn", scale=3)[1].training
+    assert recipe_for("srcnn").context == 0
+    assert t["recipe"]["context"] == 2 and t["data"]["context"] == 2 and t["data"]["images_smaller_than_window"] == 0
+    assert t["data"]["lr_patch"] == 11 and t["data"]["hr_patch"] == 33
+    assert all(math.isfinite(h["loss"]) and h["loss"] > 0 for h in r.history)
+    assert train(None, None, resume=out, epochs=3, progress=False).record.training["recipe"]["context"] == 2
+    with pytest.raises(SRExportError, match=r"cannot change the context when resuming \(2 -> 0\)"):
+        train(None, None, resume=out, epochs=4, context=0, progress=False)
+
+
 def test_drcn_init_makes_the_recursion_an_identity():
     model = build("drcn", 2, channels=4, recursions=2)
     init_weights(model, "drcn")
@@ -165,7 +201,7 @@ def test_loss_decreases_on_a_tiny_overfit_case(tmp_path):
     d.mkdir()
     rng = np.random.default_rng(3)
     for i in range(2):
-        Image.fromarray(texture(rng, 40, 40)).save(d / f"a{i}.png")
+        Image.fromarray(texture(rng, 56, 56)).save(d / f"a{i}.png")  # holds a 50-pixel ESPCN x2 window
     r = train("espcn", 2, d, out_path=tmp_path / "o.safetensors", epochs=4, steps_per_epoch=15, batch_size=8,
               lr=3e-3, progress=False)
     losses = [h["loss"] for h in r.history]
@@ -364,6 +400,12 @@ def test_init_from_starts_at_the_checkpoint_and_records_it(data, tmp_path):
     assert load_checkpoint(out)[1].training["init_from"] == init
     with pytest.raises(SRExportError, match="drop --init-from"):
         train(None, None, resume=out, epochs=3, init_from=source, progress=False)
+    assert "init_from" not in init  # the source started from scratch
+    # a run started from a fine-tuned checkpoint records that checkpoint's own start too
+    again = tmp_path / "x4b.safetensors"
+    train("srcnn", 4, data, out_path=again, epochs=1, steps_per_epoch=1, batch_size=4, init_from=out, progress=False)
+    chain = load_checkpoint(again)[1].training["init_from"]
+    assert chain["path"] == str(out.resolve()) and chain["init_from"] == init
     scratch = train("srcnn", 4, data, out_path=tmp_path / "s.safetensors", epochs=1, steps_per_epoch=1,
                     progress=False)
     assert "init_from" not in scratch.record.training

@@ -30,7 +30,10 @@ def main() -> None:
             record = read_record(path)
             m = record.metrics
             training = record.training
-            start = f" from x{training['init_from']['scale']}" if training.get("init_from") else ""
+            start, init = "", training.get("init_from")
+            while init:  # a chain of fine-tunes: "from x4, from x3"
+                start += f" from x{init['scale']}" + ("," if init.get("init_from") else "")
+                init = init.get("init_from")
             if training.get("scales"):
                 start += f" (one model for x{', x'.join(map(str, training['scales']))})"
             trained = (f"{training.get('epochs', '?')} epochs{start}, {training.get('device', '?')}, "
