@@ -292,7 +292,7 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train espcn --scale 3 --data ../shared/datasets/T91 -o espcn_x3.safetensors
       srexport train --resume espcn_x3.safetensors
       srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x3.safetensors --epochs 40 --step-epochs 28
-      srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x4.safetensors --context 4 --lr 3e-4 \
+      srexport train srcnn_955 -s 4 --data T91 --init-from srcnn_955_x4.safetensors --context 4 --lr 3e-4 \\
           --epochs 18 --step-epochs 12 --steps-per-epoch 1000 -o srcnn_955_x4_context.safetensors
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
       srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m

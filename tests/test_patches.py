@@ -135,7 +135,8 @@ def test_loss_masks_are_transformed_with_their_patches(folder):
         np.testing.assert_array_equal(lr[j, 0], dihedral(ps.lr[j], ks[j]))
         np.testing.assert_array_equal(hr[j, 0], dihedral(ps.hr[j], ks[j]))
         np.testing.assert_array_equal(mask[j, 0], dihedral(plain[j], ks[j]))
-    assert ps.batch(idx)[2].shape == hr.shape and (ps.batch(idx)[2][:, 0] == plain).all()
+    untransformed = ps.batch(idx)[2]
+    assert untransformed.shape == hr.shape and (untransformed[:, 0] == plain).all()
 
 
 def test_without_context_the_patches_are_the_plain_grid(folder):
