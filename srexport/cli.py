@@ -9,12 +9,13 @@ from pathlib import Path
 
 import click
 
-from .errors import EXIT_MISSING_BACKEND, EXIT_USER_ERROR, EXIT_VERIFY_FAILED, SRExportError
+from .errors import EXIT_INCOMPLETE, EXIT_MISSING_BACKEND, EXIT_USER_ERROR, EXIT_VERIFY_FAILED, SRExportError
 
 EPILOG = f"""\b
 Exit codes: 0 success; {EXIT_USER_ERROR} bad input or usage (unknown network, missing or corrupt
 file, existing output without --force); {EXIT_VERIFY_FAILED} an artifact failed numerical verification;
-{EXIT_MISSING_BACKEND} every step that could run did, but TensorRT or a CUDA GPU is missing.
+{EXIT_MISSING_BACKEND} every step that could run did, but TensorRT or a CUDA GPU is missing;
+{EXIT_INCOMPLETE} train stopped at --time-limit before its last epoch (continue it with --resume).
 """
 
 
@@ -285,7 +286,8 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
     atomically; a killed run continues with --resume, and --time-limit stops one cleanly at an epoch
-    boundary (for time-limited GPU slots). A training-curve PNG is written beside the checkpoint.
+    boundary (for time-limited GPU slots; exit code 5 until the run is complete, so a script can
+    loop on it). A training-curve PNG is written beside the checkpoint.
 
     \b
     Example:
@@ -305,6 +307,8 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
                            precision=precision, init_from=init_from, step_epochs=step_epochs,
                            context=context, time_limit=time_limit)
     click.echo(result.summary())
+    if not result.complete:
+        sys.exit(EXIT_INCOMPLETE)
 
 
 @main.command("eval")

@@ -143,8 +143,10 @@ class PatchSet:
                     pass  # unreadable cache: rebuild it
 
         lrs, hrs, origins, edges = [], [], [], []
+        largest = (0, 0)
         for i, path in enumerate(paths):
             y = y_channel(load_image(path))
+            largest = max(largest, y.shape, key=min)
             for fi, f in enumerate(factors):
                 yf = y if f == 1.0 else round_uint8(imresize(y, f))
                 lr_p, hr_p, pos, edge = _cut(yf, scale, lp, ls, context)
@@ -155,9 +157,11 @@ class PatchSet:
                     edges.append(edge)
         if not lrs:
             hw = (lp + 2 * context) * scale
+            folders = sorted({str(p.parent) for p in paths})
+            where = folders[0] if len(folders) == 1 else f"{len(paths)} training images"
             raise SRExportError(
-                f"no training image is at least {hw}x{hw} pixels (the HR window at x{scale})"
-            )
+                f"{where}: no training image is at least {hw}x{hw} pixels, the HR window at x{scale}"
+                f"{f' with context {context}' if context else ''} (the largest is {largest[1]}x{largest[0]})")
         lr = np.concatenate(lrs)
         hr = np.concatenate(hrs)
         org = np.concatenate(origins).astype(np.int32)

@@ -89,17 +89,19 @@ def warm_start(model: nn.Module, source: nn.Module, record: ModelRecord, path: s
     """Copy `source`'s weights (a checkpoint of the same network, for fine-tuning or for another
     scale, as FSRCNN's x2/x4 from x3) into `model`. Tensors whose shape depends on the scale (ESPCN's
     last conv, scale^2 channels) keep the recipe's init and are listed in the returned record, with
-    the source's own start (its `init_from`), so a chain of fine-tunes stays traceable after a
-    checkpoint in it has been replaced by its successor."""
+    the source's own start (its `init_from`) and how long it was trained, so a chain of fine-tunes
+    stays traceable after a checkpoint in it has been replaced by its successor."""
     if record.hparams != dict(model.hparams):
         raise SRExportError(f"{path}: holds {record.network} {record.hparams}, "
                             f"this run trains {dict(model.hparams)}")
     target = model.state_dict()
     loaded = {k: v for k, v in source.state_dict().items() if v.shape == target[k].shape}
     model.load_state_dict(loaded, strict=False)
+    trained = {k: record.training[k] for k in ("epochs", "seconds", "device") if k in record.training}
     return {"path": str(Path(path).resolve()), "network": record.network, "scale": record.scale,
             "weights_sha256": weights_sha256(source), "tensors_loaded": len(loaded),
             "tensors_reinitialised": sorted(set(target) - set(loaded)),
+            **({"training": trained} if trained else {}),
             **({"init_from": record.training["init_from"]} if record.training.get("init_from") else {})}
 
 
@@ -248,6 +250,28 @@ def _device_name(dev: torch.device) -> str:
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(dev)
+
+
+def with_device(devices: list[dict], from_epoch: int, device: str) -> list[dict]:
+    """`devices` (see devices_label) with `device` running from `from_epoch` on."""
+    kept = [d for d in devices if d["from_epoch"] < from_epoch]  # drops a call killed in its first epoch
+    if kept and kept[-1]["device"] == device:
+        return kept
+    return kept + [{"from_epoch": from_epoch, "device": device}]
+
+
+def devices_label(devices: list[dict], epochs: int) -> str:
+    """The record's device: one name, or which device ran which epochs when a resumed run changed
+    device or thread count. `devices` holds {"from_epoch", "device"} per change, in order."""
+    if not devices:
+        return "not recorded"
+    if len(devices) == 1 and devices[0]["from_epoch"] == 1:
+        return devices[0]["device"]
+    parts = [f"epochs 1-{devices[0]['from_epoch'] - 1} not recorded"] if devices[0]["from_epoch"] > 1 else []
+    for seg, following in zip(devices, devices[1:] + [None]):
+        first, last = seg["from_epoch"], (following["from_epoch"] - 1 if following else epochs)
+        parts.append(f"{seg['device']} for epoch{f' {first}' if first == last else f's {first}-{last}'}")
+    return ", ".join(parts)
 
 
 def _fingerprint(paths: list[Path]) -> list:
@@ -478,6 +502,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     history: list[dict] = []
     epochs_done, best_epoch, best_psnr, seconds = 0, 0, -math.inf, 0.0
     resumed_at: list[int] = []
+    devices: list[dict] = []  # resume files written before this list existed lack it
     if state is not None:
         model.load_state_dict({k: v.to(dev) for k, v in state["model"].items()})
         optimizer.load_state_dict(state["optimizer"])
@@ -487,10 +512,13 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         epochs_done, best_epoch, best_psnr = state["epochs_done"], state["best_epoch"], state["best_psnr"]
         seconds = state["seconds"]
         resumed_at = list(state.get("resumed_at", [])) + [epochs_done]
+        devices = list(state.get("devices", []))
         set_rng_state(state["rng"], np_rng)
         # the other scales' checkpoints hold the same weights and are rewritten from this one
         if epochs_done > 0 and not first.is_file():
             raise SRExportError(f"{first}: checkpoint missing; the resume file says {epochs_done} epochs are done")
+    if epochs_done < total_epochs:
+        devices = with_device(devices, epochs_done + 1, _device_name(dev))
 
     def training_record(done: int, s: int) -> dict:
         return {
@@ -521,7 +549,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "precision": precision,
             "best_epoch": best_epoch,
             "seconds": round(seconds, 3),
-            "device": _device_name(dev),
+            "device": devices_label(devices, done),
             "torch": torch.__version__,
             "srexport": __version__,
             "seed": seed,
@@ -553,6 +581,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "data_fingerprint": fingerprint, "out": str(out.resolve()), "epochs_total": total_epochs,
             "steps_per_epoch": steps_per_epoch, "epochs_done": epochs_done, "best_epoch": best_epoch,
             "best_psnr": best_psnr, "seconds": seconds, "history": history, "resumed_at": resumed_at,
+            "devices": devices,
             "init_from": init_record,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,

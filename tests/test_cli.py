@@ -5,7 +5,7 @@ from _images import write_images
 from click.testing import CliRunner
 
 from srexport.cli import Duration, main
-from srexport.errors import EXIT_MISSING_BACKEND, EXIT_USER_ERROR
+from srexport.errors import EXIT_INCOMPLETE, EXIT_MISSING_BACKEND, EXIT_USER_ERROR
 
 
 @pytest.fixture
@@ -118,8 +118,10 @@ def test_train_eval_record_info(run, tmp_path):
     assert resumed.exit_code == EXIT_USER_ERROR
     assert "cannot change the precision when resuming (fp32 -> bf16)" in resumed.output
     limited = run("train", "--resume", "m.safetensors", "--epochs", 4, "--time-limit", "0.001s")
-    assert limited.exit_code == 0, limited.output
+    assert limited.exit_code == EXIT_INCOMPLETE, limited.output
     assert "stopped at the time limit after epoch 3 of 4; continue with: srexport train --resume" in limited.output
+    finished = run("train", "--resume", "m.safetensors", "--time-limit", "1h")
+    assert finished.exit_code == 0 and "time limit" not in finished.output
     both = run("train", "srcnn", "--scale", "2,3", "--data", data, "--epochs", 1, "--batch-size", 4,
                "--steps-per-epoch", 2, "-o", "s_x{scale}.safetensors")
     assert both.exit_code == 0, both.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -246,8 +247,11 @@ def test_user_errors(tmp_path, folder):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SRExportError, match="no images"):
         PatchSet.from_folder(tmp_path / "empty", 2, 32, 16)
-    with pytest.raises(SRExportError, match="at least"):
+    with pytest.raises(SRExportError, match=rf"^{re.escape(str(folder))}: no training image is at least 200x200 "
+                                            r"pixels, the HR window at x2 \(the largest is \d+x\d+\)$"):
         PatchSet.from_folder(folder, 2, 200, 16)
+    with pytest.raises(SRExportError, match="the HR window at x2 with context 60"):
+        PatchSet.from_folder(folder, 2, 32, 16, context=60)
 
 
 @pytest.mark.slow

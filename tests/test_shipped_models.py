@@ -46,10 +46,13 @@ def test_record_matches_the_file(path):
 def test_a_fine_tuned_checkpoint_started_from_a_shipped_one(path):
     """The checkpoint a run started from (--init-from) ships too, with the weights the record names;
     where the run continued an earlier version of this same file, which it replaced, the chain of
-    starts the record carries leads to one that ships."""
+    starts the record carries leads to one that ships or to a version trained from scratch."""
     init = read_record(path).training["init_from"]
     while Path(init["path"]).name == path.name:
         assert init["weights_sha256"] != weights_sha256(load_checkpoint(path)[0])  # really an earlier version
+        if "init_from" not in init:  # that version was trained from scratch; its training is on record
+            assert init["training"]["epochs"] >= 1 and init["training"]["seconds"] > 0
+            return
         init = init["init_from"]
     source = MODELS / Path(init["path"]).name
     assert source.is_file() and init["network"] == read_record(source).network

@@ -24,7 +24,7 @@ from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
 from srexport.runfiles import curve_path_for, load_resume, resume_path_for
-from srexport.train import (clip_gradients, init_weights, make_optimizer, masked_mse, train, training_loss,
+from srexport.train import (clip_gradients, devices_label, init_weights, make_optimizer, masked_mse, train, training_loss, with_device,
                             validate)
 
 from _images import texture
@@ -310,6 +310,39 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_continues(data, tmp_pa
         train("fsrcnn_s", 2, data, out_path=tmp_path / "z.safetensors", time_limit=0, **kw)
 
 
+def test_a_run_resumed_with_another_thread_count_records_which_ran_which_epochs(data, tmp_path):
+    out = tmp_path / "d.safetensors"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train("fsrcnn_s", 2, data, out_path=out, epochs=4, time_limit=1e-3, steps_per_epoch=2, batch_size=4,
+              progress=False)
+        assert load_checkpoint(out)[1].training["device"] == "cpu (1 thread)"
+        torch.set_num_threads(2)
+        train(None, None, resume=out, time_limit=1e-3, progress=False)
+        train(None, None, resume=out, time_limit=1e-3, progress=False)  # same threads: the same span
+        torch.set_num_threads(1)
+        train(None, None, resume=out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert load_checkpoint(out)[1].training["device"] == (
+        "cpu (1 thread) for epoch 1, cpu (2 threads) for epochs 2-3, cpu (1 thread) for epoch 4")
+
+
+def test_device_spans():
+    one = with_device([], 1, "cpu (1 thread)")
+    assert devices_label(one, 9) == "cpu (1 thread)"
+    two = with_device(one, 7, "cuda:0 (NVIDIA H200)")
+    assert devices_label(two, 9) == "cpu (1 thread) for epochs 1-6, cuda:0 (NVIDIA H200) for epochs 7-9"
+    # a call killed before it finished its first epoch ran nothing that the checkpoint holds
+    assert with_device(two, 7, "cpu (2 threads)") == [*one, {"from_epoch": 7, "device": "cpu (2 threads)"}]
+    assert with_device(two, 7, "cpu (1 thread)") == one
+    # resume files from before the spans were recorded
+    assert devices_label(with_device([], 5, "cpu (2 threads)"), 8) == (
+        "epochs 1-4 not recorded, cpu (2 threads) for epochs 5-8")
+    assert devices_label([], 8) == "not recorded"
+
+
 def test_one_run_over_several_scales_writes_a_checkpoint_per_scale_with_shared_weights(data, val, tmp_path):
     out = tmp_path / "m_x{scale}.safetensors"
     r = train("srcnn", (2, 3), data, out_path=out, val_dir=val, epochs=2, batch_size=4, progress=False)
@@ -396,6 +429,8 @@ def test_init_from_starts_at_the_checkpoint_and_records_it(data, tmp_path):
     assert init["path"] == str(source.resolve()) and (init["network"], init["scale"]) == ("srcnn", 3)
     assert init["tensors_loaded"] == 6 and init["tensors_reinitialised"] == []
     assert init["weights_sha256"] == weights_sha256(start)
+    source_training = load_checkpoint(source)[1].training
+    assert init["training"] == {k: source_training[k] for k in ("epochs", "seconds", "device")}
     train(None, None, resume=out, epochs=2, progress=False)  # the record survives a resume
     assert load_checkpoint(out)[1].training["init_from"] == init
     with pytest.raises(SRExportError, match="drop --init-from"):
