@@ -135,8 +135,8 @@ _RECIPES = {
             "instead keeps the whole patch in the loss and feeds the network the real image around it, was "
             "measured only as fine-tunes of the x4 checkpoint (18000 steps, lr 3e-4 then 3e-5: val 28.01 -> "
             "28.02, Set5 / Set14 30.34 / 27.38 -> 30.40 / 27.42) and, the same way, of the x3 one (val 30.20 "
-            "-> 30.22, 32.67 / 29.19 -> 32.70 / 29.23; 41 minutes on two threads); it stays off here because it costs 2.3-4 "
-            "times the time per epoch and was not measured from scratch."),
+            "-> 30.22, 32.67 / 29.19 -> 32.70 / 29.23; 41 minutes on two threads); it stays off here because "
+            "it costs 2.3-4 times the time per epoch and was not measured from scratch."),
     ),
     "fsrcnn": _FSRCNN_RECIPE,
     "fsrcnn_s": _FSRCNN_RECIPE.replace(network="fsrcnn_s", why=_FSRCNN_WHY + (

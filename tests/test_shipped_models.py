@@ -42,14 +42,14 @@ def test_record_matches_the_file(path):
     assert (path.with_suffix("").with_suffix(".curve.png")).is_file()
 
 
-def versions(path: Path) -> set[str]:
-    """Weights hashes of a shipped file and of the earlier versions of it that it was fine-tuned from."""
-    model, record = load_checkpoint(path)
-    hashes, init = {weights_sha256(model)}, record.training.get("init_from")
+def lineage(path: Path) -> tuple[list[dict], dict | None]:
+    """The earlier versions of a shipped file that its record names (the --init-from starts under the
+    same file name, newest first) and the first start from another file, if any."""
+    earlier, init = [], read_record(path).training.get("init_from")
     while init and Path(init["path"]).name == path.name:
-        hashes.add(init["weights_sha256"])
+        earlier.append(init)
         init = init.get("init_from")
-    return hashes
+    return earlier, init
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if read_record(p).training.get("init_from")], ids=lambda p: p.stem)
@@ -58,16 +58,15 @@ def test_a_fine_tuned_checkpoint_started_from_a_shipped_one(path):
     as their fine-tuned successor; where the run continued an earlier version of this same file, which
     it replaced, the chain of starts the record carries leads to one that ships or to a version trained
     from scratch."""
-    init = read_record(path).training["init_from"]
-    while Path(init["path"]).name == path.name:
-        assert init["weights_sha256"] != weights_sha256(load_checkpoint(path)[0])  # really an earlier version
-        if "init_from" not in init:  # that version was trained from scratch; its training is on record
-            assert init["training"]["epochs"] >= 1 and init["training"]["seconds"] > 0
-            return
-        init = init["init_from"]
+    earlier, init = lineage(path)
+    assert all(e["weights_sha256"] != weights_sha256(load_checkpoint(path)[0]) for e in earlier)  # really earlier
+    if init is None:  # the earliest version was trained from scratch; its training is on record
+        assert earlier[-1]["training"]["epochs"] >= 1 and earlier[-1]["training"]["seconds"] > 0
+        return
     source = MODELS / Path(init["path"]).name
     assert source.is_file() and init["network"] == read_record(source).network
-    assert init["weights_sha256"] in versions(source)
+    source_versions = [weights_sha256(load_checkpoint(source)[0]), *(e["weights_sha256"] for e in lineage(source)[0])]
+    assert init["weights_sha256"] in source_versions
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem.rsplit("_x", 1)[0] not in REEVALUATE_SKIP],

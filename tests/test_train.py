@@ -24,8 +24,8 @@ from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
 from srexport.runfiles import curve_path_for, load_resume, resume_path_for
-from srexport.train import (clip_gradients, devices_label, init_weights, make_optimizer, masked_mse, train, training_loss, with_device,
-                            validate)
+from srexport.train import (clip_gradients, devices_label, init_weights, make_optimizer, masked_mse, train,
+                            training_loss, validate, with_device)
 
 from _images import texture
 

@@ -32,9 +32,9 @@ def main() -> None:
             training = record.training
             start, init = "", training.get("init_from")
             while init:  # a chain of fine-tunes: "from x4, from x3"; "(1200 epochs, 24 min)" where recorded
-                done = init.get("training")
+                earlier = init.get("training")
                 start += (f" from x{init['scale']}"
-                          + (f" ({done['epochs']} epochs, {done['seconds'] / 60:.0f} min)" if done else "")
+                          + (f" ({earlier['epochs']} epochs, {earlier['seconds'] / 60:.0f} min)" if earlier else "")
                           + ("," if init.get("init_from") else ""))
                 init = init.get("init_from")
             if training.get("scales"):
