@@ -259,7 +259,7 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--epochs", type=int, help="Epochs (default: the recipe's; with --resume, extends the run).")
 @click.option("--batch-size", type=int, help="Batch size (default: the recipe's).")
 @click.option("--steps-per-epoch", type=int,
-              help="Batches per epoch (default: one pass over the patches); fits a recipe's epochs to a time budget.")
+              help="Batches per epoch (default: one pass over the patches; --time-budget fits it to a wall time).")
 @click.option("--lr", type=float, help="Base learning rate (default: the recipe's).")
 @click.option("--step-epochs", type=int,
               help="Epochs between the step schedule's learning-rate drops (default: the recipe's).")
@@ -268,11 +268,15 @@ def verify(artifact, checkpoint, as_json):
                    "the loss (default: the recipe's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
-              help="bf16: bfloat16 autocast for the training passes, for GPUs; weights stay float32 "
-                   "(default fp32; a resumed run keeps its own).")
-@click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or the checkpoint beside it).")
+              help="bf16: bfloat16 autocast for the training passes, for GPUs and for CPUs with bfloat16 "
+                   "instructions (benchmarks/TRAINING.md); weights stay float32 (default fp32; a resumed run keeps "
+                   "its own).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Resume file (or a checkpoint of the run).")
 @click.option("--time-limit", type=Duration(),
               help="Stop at the last epoch boundary within this wall time (540, 9m, 1.5h); continue with --resume.")
+@click.option("--time-budget", type=Duration(),
+              help="Fit the steps per epoch, measured on this device, so that all the epochs (and their learning-"
+                   "rate schedule) end within this wall time; a new run only, instead of --steps-per-epoch.")
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint's weights (same network; any scale) instead of the recipe's init.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -281,13 +285,14 @@ def verify(artifact, checkpoint, as_json):
 @force_option
 @user_errors
 def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, context, device, precision,
-          resume, time_limit, init_from, output, force):
+          resume, time_limit, time_budget, init_from, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
     atomically; a killed run continues with --resume, and --time-limit stops one cleanly at an epoch
-    boundary (for time-limited GPU slots; exit code 5 until the run is complete, so a script can
-    loop on it). A training-curve PNG is written beside the checkpoint.
+    boundary (exit code 5 until the run is complete, so a script can loop on it). For a run that
+    must be whole in one time-limited slot, --time-budget fits the epochs to the slot instead. A
+    training-curve PNG is written beside the checkpoint.
 
     \b
     Example:
@@ -299,13 +304,14 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train vdsr -s 2 --data T91 --device cuda --precision bf16 --steps-per-epoch 667 -o vdsr_x2.safetensors
       srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m
       srexport train vdsr -s 2,3,4 --data T91 --device cuda --precision bf16 -o 'vdsr_x{scale}.safetensors'
+      srexport train drcn -s 3 --data T91 --device cuda --precision bf16 --time-budget 8m -o drcn_x3.safetensors
     """
     from .train import train as train_network
 
     result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
                            steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
                            precision=precision, init_from=init_from, step_epochs=step_epochs,
-                           context=context, time_limit=time_limit)
+                           context=context, time_limit=time_limit, time_budget=time_budget)
     click.echo(result.summary())
     if not result.complete:
         sys.exit(EXIT_INCOMPLETE)

@@ -101,11 +101,8 @@ def load_resume(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if RESUME_KEY not in meta:
-                if METADATA_KEY in meta:  # a checkpoint: use its resume file
-                    beside = resume_path_for(path)
-                    if beside != path and beside.is_file():
-                        return load_resume(beside)
-                    raise SRExportError(f"{path}: is a checkpoint and its resume file {beside} does not exist")
+                if METADATA_KEY in meta:  # a checkpoint: use its run's resume file
+                    return load_resume(_resume_file_of(path, meta[METADATA_KEY]))
                 raise SRExportError(f"{path}: not an srexport resume file")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         state = _decode(json.loads(meta[RESUME_KEY]), tensors)
@@ -117,6 +114,27 @@ def load_resume(path: str | os.PathLike) -> dict:
         raise SRExportError(f"{path}: resume format {state.get('format') if isinstance(state, dict) else '?'} is not supported")
     state["path"] = str(path)
     return state
+
+
+def _resume_file_of(checkpoint: Path, record_json: str) -> Path:
+    """The resume file of the run that wrote `checkpoint`: beside it, or, for a run over several
+    scales, beside the first scale's checkpoint (vdsr_x3.safetensors -> vdsr_x2.resume.safetensors)."""
+    beside = resume_path_for(checkpoint)
+    if beside.is_file():
+        return beside
+    try:
+        record = json.loads(record_json)
+        scale, scales = int(record["scale"]), [int(s) for s in record.get("training", {}).get("scales", [])]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        scale, scales = 0, []
+    if len(scales) > 1 and scale != scales[0] and checkpoint.name.count(f"x{scale}") == 1:
+        first = checkpoint.with_name(checkpoint.name.replace(f"x{scale}", f"x{scales[0]}"))
+        if resume_path_for(first).is_file():
+            return resume_path_for(first)
+        raise SRExportError(f"{checkpoint}: is the x{scale} checkpoint of a run over {'+'.join(map(str, scales))}, "
+                            f"whose resume file sits beside its x{scales[0]} checkpoint; "
+                            f"{resume_path_for(first)} does not exist")
+    raise SRExportError(f"{checkpoint}: is a checkpoint and its resume file {beside} does not exist")
 
 
 def _stem(out: Path) -> Path:

@@ -18,15 +18,19 @@ only up to floating-point noise).
 With precision="bf16" the forward and backward passes run under bfloat16 autocast (weights,
 optimizer state, loss and validation stay float32). On CUDA the network is kept channels-last at
 either precision, the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at
-twice their TF32 rate (NVIDIA's datasheet; not measured side by side here). The default, "fp32", is
-what the CPU wants.
+twice their TF32 rate (NVIDIA's datasheet; not measured side by side here). A CPU with bfloat16
+instructions gains too where convolutions are wide: on this project's 2-core EPYC (AVX512-BF16),
+`benchmarks/train_step.py` measured bf16 steps 2.0-2.1x faster for VDSR and DRCN, 1.4-1.7x for
+ESPCN and SRCNN 9-5-5, and none for FSRCNN and RED (benchmarks/TRAINING.md). The default is "fp32".
 
 The recipes live in `recipes.py`, the resume file's format and the run's file names in `runfiles.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
 import math
 import os
 import random
@@ -41,6 +45,7 @@ from torch import nn
 from . import __version__
 from .archs import build, check_scale, get_spec, list_networks
 from .atomic import atomic_output, check_writable
+from .budget import Calibration, fit_steps_per_epoch, seconds_per_call
 from .checkpoint import ModelRecord, load_checkpoint, save_checkpoint, weights_sha256
 from .data import imresize, list_images, load_image, protocol_pair, round_uint8
 from .errors import SRExportError
@@ -172,6 +177,26 @@ def clip_gradients(optimizer: torch.optim.Optimizer, recipe: Recipe) -> None:
     if recipe.clip_norm is not None:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         nn.utils.clip_grad_norm_(params, recipe.clip_norm)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, batch: tuple, dev: torch.device,
+               autocast, alpha: float) -> torch.Tensor:
+    """One optimizer step on a uint8 (LR, HR, loss mask) batch from PatchSet.batches; returns the
+    loss, detached and left on the device (reading it would wait for the GPU)."""
+    lr_b, hr_b, mask_b = batch
+    x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
+    y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
+    mask = None if mask_b is None else torch.from_numpy(mask_b).to(dev, non_blocking=True).float()
+    with autocast():
+        loss = training_loss(model, x, y, recipe, alpha, mask)
+    optimizer.zero_grad(set_to_none=True)
+    if recipe.loss_reduction == "sum":  # the papers' scale: summed over the pixels in the loss
+        (loss * (y.numel() if mask is None else mask.sum())).backward()
+    else:
+        loss.backward()
+    clip_gradients(optimizer, recipe)
+    optimizer.step()
+    return loss.detach()
 
 
 @torch.no_grad()
@@ -324,6 +349,37 @@ def share_parameters(model: nn.Module, source: nn.Module) -> None:
         setattr(model.get_submodule(module_name), attr, source.get_parameter(name))
 
 
+def calibrate(models: dict[int, nn.Module], patch_sets: dict[int, PatchSet], val_pairs: dict, recipe: Recipe,
+              base_lr: float, dev: torch.device, autocast, seed: int, time_budget: float) -> Calibration:
+    """Time training steps (going round the scales, as the epochs do) and one validation pass on
+    throwaway copies of the models and optimizer, with their own batches, so that the run's weights
+    and random state are left as they were: a run fitted to a budget trains exactly as one given
+    the fitted steps per epoch. The steps are timed for 1% of the budget (1 to 10 s)."""
+    copies = copy.deepcopy(models)  # one deepcopy keeps the scales' shared parameters shared
+    scales = list(copies)
+    optimizer = make_optimizer(copies[scales[0]], recipe, base_lr)
+    rng = np.random.default_rng(seed + 1)
+    batches = {s: patch_sets[s].batches(recipe.batch_size, rng, steps=2**62) for s in scales}
+    turn = itertools.cycle(scales)
+
+    def step() -> None:
+        s = next(turn)
+        train_step(copies[s], optimizer, recipe, next(batches[s]), dev, autocast, recipe.alpha(0))
+
+    sync = functools.partial(torch.cuda.synchronize, dev) if dev.type == "cuda" else (lambda: None)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        step_seconds, steps_timed = seconds_per_call(step, warmup=2 * len(scales), sync=sync,
+                                                     min_seconds=min(10.0, max(1.0, 0.01 * time_budget)))
+        t0 = time.perf_counter()
+        for s in scales:
+            validate(copies[s], val_pairs[s], s, dev)
+        validation_seconds = time.perf_counter() - t0
+    del copies, optimizer
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return Calibration(step_seconds, steps_timed, validation_seconds)
+
+
 def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: str | os.PathLike | None = None, *,
           out_path: str | os.PathLike | None = None, val_dir: str | os.PathLike | None = None,
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -332,7 +388,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
           hparams: dict | None = None, n_val: int | None = None,
           cache_dir: str | os.PathLike | None = None, precision: str | None = None,
           init_from: str | os.PathLike | None = None, step_epochs: int | None = None,
-          context: int | None = None, time_limit: float | None = None) -> TrainResult:
+          context: int | None = None, time_limit: float | None = None,
+          time_budget: float | None = None) -> TrainResult:
     """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
 
     `scale` may be several scales, for a network whose weights do not depend on the scale (VDSR's
@@ -350,6 +407,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     With `time_limit` (seconds of wall time for this call, setup included) the run stops after the
     first epoch whose successor would end past the limit, judged by the epoch just finished; at
     least one epoch runs, and the stopped run continues with `resume` (for time-limited GPU slots).
+    With `time_budget` (seconds for this call, setup included) a new run instead fits its steps per
+    epoch so that all its epochs end within the budget (see budget.py and `calibrate`); the budget
+    is also its time limit.
     """
     started = time.monotonic()
     dev = _device(device)
@@ -438,6 +498,15 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         raise SRExportError(f"steps per epoch must be at least 1, got {steps_per_epoch}")
     if time_limit is not None and not time_limit > 0:
         raise SRExportError(f"time limit must be positive, got {time_limit} s")
+    if time_budget is not None:
+        if not time_budget > 0:
+            raise SRExportError(f"time budget must be positive, got {time_budget} s")
+        for given, why in ((state, f"{resume}: a resumed run keeps its steps per epoch; bound this call with "
+                                    "a time limit instead of a budget"),
+                           (steps_per_epoch, "a time budget sets the steps per epoch; give one or the other"),
+                           (time_limit, "a time budget is also the run's time limit; give one or the other")):
+            if given is not None:
+                raise SRExportError(why)
     recipe = recipe.replace(epochs=total_epochs)
     label = f"{network} {scales_label(scales)}"
     checkpoints = checkpoint_paths(out, scales)
@@ -498,6 +567,13 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     scheduler = make_scheduler(optimizer, recipe)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    budget_record = state.get("time_budget") if state is not None else None
+    if time_budget is not None:
+        calibration = calibrate(models, patch_sets, val_pairs, recipe, base_lr, dev, autocast, seed, time_budget)
+        steps = steps_per_epoch = fit_steps_per_epoch(time_budget - (time.monotonic() - started), total_epochs,
+                                                      calibration, label)
+        budget_record = {"seconds": time_budget, **calibration.to_dict()}
+        time_limit = time_budget
 
     history: list[dict] = []
     epochs_done, best_epoch, best_psnr, seconds = 0, 0, -math.inf, 0.0
@@ -545,6 +621,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "epochs": done,
             "epochs_planned": total_epochs,
             "steps_per_epoch": steps,
+            **({"time_budget": budget_record} if budget_record else {}),
             "batch_size": recipe.batch_size,
             "precision": precision,
             "best_epoch": best_epoch,
@@ -583,6 +660,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "best_psnr": best_psnr, "seconds": seconds, "history": history, "resumed_at": resumed_at,
             "devices": devices,
             "init_from": init_record,
+            "time_budget": budget_record,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": rng_state(np_rng),
@@ -607,20 +685,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                        for i, s in enumerate(scales)}
             for step in range(steps):
                 s = scales[step % len(scales)]
-                lr_b, hr_b, mask_b = next(batches[s])
-                x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
-                y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
-                mask = None if mask_b is None else torch.from_numpy(mask_b).to(dev, non_blocking=True).float()
-                with autocast():
-                    loss = training_loss(models[s], x, y, recipe, alpha, mask)
-                optimizer.zero_grad(set_to_none=True)
-                if recipe.loss_reduction == "sum":  # the papers' scale: summed over the pixels in the loss
-                    (loss * (y.numel() if mask is None else mask.sum())).backward()
-                else:
-                    loss.backward()
-                clip_gradients(optimizer, recipe)
-                optimizer.step()
-                loss_sum += loss.detach()
+                loss_sum += train_step(models[s], optimizer, recipe, next(batches[s]), dev, autocast, alpha)
                 count += 1
                 if progress and (count - shown >= 20 or count == steps):  # a sync only every few steps
                     postfix["loss"] = f"{loss_sum.item() / count:.3g}"

@@ -129,6 +129,15 @@ def test_train_eval_record_info(run, tmp_path):
     assert "history: 1 epochs, validation PSNR (mean over the scales)" in run("info", "s_x3.safetensors").output
     two = run("train", "srcnn", "--scale", "two", "--data", data)
     assert two.exit_code == 2 and "'two' is not a scale or a list of scales (e.g. 3, or 2,3,4)" in two.output
+    fitted = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,
+                 "--time-budget", "5s", "-o", "f.safetensors")
+    assert fitted.exit_code == 0, fitted.output
+    training = json.loads(run("info", "f.safetensors", "--json").output)["training"]
+    assert training["time_budget"]["seconds"] == 5.0 and training["steps_per_epoch"] >= 1
+    clash = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--time-budget", "9m", "--steps-per-epoch", 3,
+                "-o", "g.safetensors")
+    assert clash.exit_code == EXIT_USER_ERROR
+    assert clash.output.strip() == "error: a time budget sets the steps per epoch; give one or the other"
     soon = run("train", "--resume", "m.safetensors", "--time-limit", "soon")
     assert soon.exit_code == 2 and "'soon' is not a duration (e.g. 540, 9m, 1.5h)" in soon.output
     bf16 = run("train", "fsrcnn_s", "--scale", 2, "--data", data, "--epochs", 1, "--batch-size", 4,

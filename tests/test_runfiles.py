@@ -1,5 +1,7 @@
 """srexport.runfiles: the resume file round-trips the training state without pickle; file names."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from srexport.checkpoint import METADATA_KEY
 from srexport.errors import SRExportError
 from srexport.runfiles import RESUME_FORMAT, curve_path_for, load_resume, resume_path_for, save_resume
 
@@ -47,6 +50,24 @@ def test_load_resume_names_the_file_and_what_is_wrong(tmp_path):
     save_resume(old, {"format": RESUME_FORMAT + 1})
     with pytest.raises(SRExportError, match=f"resume format {RESUME_FORMAT + 1} is not supported"):
         load_resume(old)
+
+
+def test_a_checkpoint_without_its_resume_file_says_where_that_file_should_be(tmp_path):
+    def checkpoint(name, record):
+        save_file({"a": torch.zeros(1)}, str(tmp_path / name), metadata={METADATA_KEY: json.dumps(record)})
+        return tmp_path / name
+
+    alone = checkpoint("m_x3.safetensors", {"scale": 3, "training": {}})
+    with pytest.raises(SRExportError, match=re.escape(f"{alone}: is a checkpoint and its resume file "
+                                                      f"{tmp_path / 'm_x3.resume.safetensors'} does not exist")):
+        load_resume(alone)
+    third = checkpoint("v_x3.safetensors", {"scale": 3, "training": {"scales": [2, 3, 4]}})
+    with pytest.raises(SRExportError, match=re.escape(
+            f"{third}: is the x3 checkpoint of a run over 2+3+4, whose resume file sits beside its x2 checkpoint; "
+            f"{tmp_path / 'v_x2.resume.safetensors'} does not exist")):
+        load_resume(third)
+    save_resume(tmp_path / "v_x2.resume.safetensors", {"format": RESUME_FORMAT, "epochs_done": 7})
+    assert load_resume(third)["epochs_done"] == 7
 
 
 def test_run_file_names_sit_beside_the_checkpoint():

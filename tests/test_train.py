@@ -310,6 +310,42 @@ def test_time_limit_stops_at_an_epoch_boundary_and_resume_continues(data, tmp_pa
         train("fsrcnn_s", 2, data, out_path=tmp_path / "z.safetensors", time_limit=0, **kw)
 
 
+def test_a_run_fitted_to_a_time_budget_trains_as_one_given_the_fitted_steps(data, tmp_path):
+    kw = dict(epochs=1, batch_size=4, seed=3, progress=False)
+    fitted = train("espcn", 2, data, out_path=tmp_path / "b.safetensors", time_budget=5.0, **kw)
+    budget = fitted.record.training["time_budget"]
+    steps = fitted.record.training["steps_per_epoch"]
+    assert budget["seconds"] == 5.0 and budget["steps_timed"] >= 10
+    assert budget["step_seconds"] > 0 and budget["validation_seconds"] > 0
+    assert steps * budget["step_seconds"] + budget["validation_seconds"] <= 5.0  # what the fit planned
+    assert steps > 10 and fitted.complete
+    # the calibration trains throwaway copies on its own batches: the run is the plain run of that many steps
+    plain = train("espcn", 2, data, out_path=tmp_path / "p.safetensors", steps_per_epoch=steps, **kw)
+    assert "time_budget" not in plain.record.training
+    a, b = load_file(tmp_path / "b.safetensors"), load_file(tmp_path / "p.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_resume(tmp_path / "b.safetensors")["time_budget"] == budget  # a resumed run keeps it on record
+
+
+def test_time_budget_errors(data, tmp_path):
+    kw = dict(epochs=2, batch_size=4, progress=False)
+    out = tmp_path / "e.safetensors"
+    for extra, message in ((dict(steps_per_epoch=3), "a time budget sets the steps per epoch; give one or the other"),
+                           (dict(time_limit=60), "a time budget is also the run's time limit; give one or the other")):
+        with pytest.raises(SRExportError, match=re.escape(message)):
+            train("espcn", 2, data, out_path=out, time_budget=60, **extra, **kw)
+    with pytest.raises(SRExportError, match="time budget must be positive, got -1 s"):
+        train("espcn", 2, data, out_path=out, time_budget=-1, **kw)
+    with pytest.raises(SRExportError, match=r"espcn x2: 0 s of the time budget are left after setup, and 2 epochs "
+                                            r"of one step \(.+ s\) and a validation pass \(.+ s\) need at least"):
+        train("espcn", 2, data, out_path=out, time_budget=1e-3, **kw)
+    assert not out.exists() and not resume_path_for(out).exists()  # nothing half-written
+    train("espcn", 2, data, out_path=out, steps_per_epoch=1, **kw)
+    with pytest.raises(SRExportError, match="a resumed run keeps its steps per epoch; bound this call with a time "
+                                            "limit instead of a budget"):
+        train(None, None, resume=out, epochs=3, time_budget=60, progress=False)
+
+
 def test_a_run_resumed_with_another_thread_count_records_which_ran_which_epochs(data, tmp_path):
     out = tmp_path / "d.safetensors"
     threads = torch.get_num_threads()
@@ -367,6 +403,7 @@ def test_one_run_over_several_scales_writes_a_checkpoint_per_scale_with_shared_w
         train("srcnn", 2, data, resume=paths[2], epochs=3, progress=False)
     resumed = train(None, None, resume=paths[2], epochs=3, progress=False)
     assert resumed.epochs == 3 and resumed.record.training["resumed_at_epochs"] == [2]
+    assert load_resume(paths[3])["path"] == str(r.resume_file)  # any scale's checkpoint finds the run's resume file
     assert set(resumed.history[-1]["val_psnr_by_scale"]) == {"x2", "x3"}
     assert "srcnn x2+3: best val PSNR (mean over the scales)" in resumed.summary()
     assert weights_sha256(load_checkpoint(paths[3])[0]) == weights_sha256(load_checkpoint(paths[2])[0])

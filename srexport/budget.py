@@ -1,0 +1,67 @@
+"""Fitting a training run to a wall-clock budget (`srexport train --time-budget`).
+
+A run with a budget times, before its first epoch, a few training steps and one validation pass on
+its own device, and sets its steps per epoch so that all of the recipe's epochs, learning-rate
+schedule included, end inside the budget. `--time-limit` is the other tool: it cuts a run short at
+an epoch boundary, right for a long run resumed slot after slot, wrong for a run that has to be
+whole in one slot, since the learning-rate drops of its later epochs never come.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import SRExportError
+
+# The share of the budget the epochs are planned to fill. The rest absorbs what the calibration
+# cannot see: checkpoint and resume-file writes after each epoch, the curve at the end, and steps
+# that run a little slower than the timed ones.
+PLANNED_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class Calibration:
+    step_seconds: float  # one training step (data included), averaged over the timed steps
+    steps_timed: int
+    validation_seconds: float  # one validation pass, over every scale of the run
+
+    def to_dict(self) -> dict:
+        return {"step_seconds": round(self.step_seconds, 6), "steps_timed": self.steps_timed,
+                "validation_seconds": round(self.validation_seconds, 3)}
+
+
+def seconds_per_call(fn: Callable[[], object], *, warmup: int = 2, block: int = 5, min_calls: int = 10,
+                     min_seconds: float = 1.0, max_seconds: float = 20.0,
+                     sync: Callable[[], object] = lambda: None) -> tuple[float, int]:
+    """Mean wall time of `fn` and how many calls were timed: `warmup` untimed calls (cuDNN's
+    autotuning, allocator growth), then blocks of `block` calls, each ended by `sync` (a GPU runs
+    behind the Python that queues its work), until at least `min_calls` calls and `min_seconds`
+    have gone by, or `max_seconds` has."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    calls, start = 0, time.perf_counter()
+    while True:
+        for _ in range(block):
+            fn()
+        sync()
+        calls += block
+        elapsed = time.perf_counter() - start
+        if (calls >= min_calls and elapsed >= min_seconds) or elapsed >= max_seconds:
+            return elapsed / calls, calls
+
+
+def fit_steps_per_epoch(seconds_left: float, epochs: int, calibration: Calibration, label: str) -> int:
+    """The most steps per epoch with which `epochs` epochs (each one validation pass besides its
+    steps) fill PLANNED_SHARE of `seconds_left`."""
+    per_epoch = PLANNED_SHARE * seconds_left / epochs - calibration.validation_seconds
+    steps = int(per_epoch // calibration.step_seconds) if per_epoch > 0 else 0
+    if steps < 1:
+        least = (calibration.step_seconds + calibration.validation_seconds) * epochs / PLANNED_SHARE
+        raise SRExportError(
+            f"{label}: {max(seconds_left, 0.0):.0f} s of the time budget are left after setup, and {epochs} epochs of one "
+            f"step ({calibration.step_seconds:.3g} s) and a validation pass ({calibration.validation_seconds:.3g} s) "
+            f"need at least {least:.0f} s; give a larger time budget or fewer epochs")
+    return steps
