@@ -74,8 +74,9 @@ def time_network(name: str, scale: int, paths: list[Path], device: torch.device,
     means = {p: [] for p in PRECISIONS}
     for r in range(rounds):
         for precision in PRECISIONS:
-            mean, _ = seconds_per_call(steps[precision], warmup=2 if r == 0 else 0, block=1 if device.type == "cpu" else 5,
-                                       min_calls=1, min_seconds=seconds, max_seconds=seconds, sync=sync)
+            mean, _ = seconds_per_call(steps[precision], warmup=2 if r == 0 else 0,
+                                       block=1 if device.type == "cpu" else 5, min_calls=1, min_seconds=seconds,
+                                       max_seconds=seconds, sync=sync)
             means[precision].append(mean)
     ms = {p: 1000 * statistics.median(v) for p, v in means.items()}
     return {"network": name, "batch": recipe.batch_size, "hr_window": patches.hr_patch + 2 * recipe.context * scale,
@@ -99,7 +100,8 @@ def markdown(rows: list[dict], args, info: dict, data: str) -> str:
              f"Device {args.device}, scale x{args.scale}, {torch.get_num_threads()} CPU threads; data: {data}. "
              f"Median of {args.rounds} alternating rounds of at least {args.seconds:g} s each per precision "
              "(a step slower than that is one call a round).", "",
-             "| network | batch | HR window | FP32 ms/step | bf16 ms/step | bf16 speed-up | FP32 patches/s | bf16 patches/s |",
+             "| network | batch | HR window | FP32 ms/step | bf16 ms/step | bf16 speed-up | FP32 patches/s "
+             "| bf16 patches/s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['batch']} | {r['hr_window']} | {r['fp32_ms']:.1f} | {r['bf16_ms']:.1f} | "

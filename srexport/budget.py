@@ -61,7 +61,7 @@ def fit_steps_per_epoch(seconds_left: float, epochs: int, calibration: Calibrati
     if steps < 1:
         least = (calibration.step_seconds + calibration.validation_seconds) * epochs / PLANNED_SHARE
         raise SRExportError(
-            f"{label}: {max(seconds_left, 0.0):.0f} s of the time budget are left after setup, and {epochs} epochs of one "
-            f"step ({calibration.step_seconds:.3g} s) and a validation pass ({calibration.validation_seconds:.3g} s) "
+            f"{label}: {max(seconds_left, 0.0):.0f} s of the time budget are left after setup, and {epochs} epochs "
+            f"of one step ({calibration.step_seconds:.3g} s) and a validation pass ({calibration.validation_seconds:.3g} s) "
             f"need at least {least:.0f} s; give a larger time budget or fewer epochs")
     return steps

@@ -15,7 +15,7 @@ EPILOG = f"""\b
 Exit codes: 0 success; {EXIT_USER_ERROR} bad input or usage (unknown network, missing or corrupt
 file, existing output without --force); {EXIT_VERIFY_FAILED} an artifact failed numerical verification;
 {EXIT_MISSING_BACKEND} every step that could run did, but TensorRT or a CUDA GPU is missing;
-{EXIT_INCOMPLETE} train stopped at --time-limit before its last epoch (continue it with --resume).
+{EXIT_INCOMPLETE} train stopped at --time-limit or --time-budget before its last epoch (continue it with --resume).
 """
 
 

@@ -17,7 +17,7 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 2  # bad arguments, missing or corrupt files, existing output without --force
 EXIT_VERIFY_FAILED = 3  # an artifact was made but did not match PyTorch within its threshold
 EXIT_MISSING_BACKEND = 4  # every step that could run did; TensorRT or a CUDA GPU is missing
-EXIT_INCOMPLETE = 5  # train stopped at --time-limit before its planned epochs; --resume continues it
+EXIT_INCOMPLETE = 5  # train stopped at --time-limit or --time-budget before its planned epochs; --resume continues it
 
 
 class VerificationFailed(SRExportError):

@@ -15,7 +15,7 @@ def test_train_step_benchmark_writes_a_row_per_network(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--networks", "espcn", "fsrcnn_s", "--rounds", "1",
                            "--seconds", "0.05", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| espcn") or line.startswith("| fsrcnn_s")]
+    rows = [line for line in out.read_text().splitlines() if line.startswith(("| espcn ", "| fsrcnn_s "))]
     assert len(rows) == 2
     for row in rows:  # network | batch | window | fp32 ms | bf16 ms | speed-up | fp32 patches/s | bf16 patches/s
         cells = [c.strip() for c in row.strip("|").split("|")]

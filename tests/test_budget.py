@@ -17,7 +17,8 @@ def test_seconds_per_call_times_whole_blocks_after_the_warmup_and_syncs_each():
         calls.append(time.perf_counter())
         time.sleep(0.004)
 
-    seconds, timed = seconds_per_call(fn, warmup=3, block=5, min_calls=10, min_seconds=0.0, sync=lambda: syncs.append(1))
+    seconds, timed = seconds_per_call(fn, warmup=3, block=5, min_calls=10, min_seconds=0.0,
+                                      sync=lambda: syncs.append(1))
     assert timed == 10 and len(calls) == 13
     assert len(syncs) == 3  # after the warmup and after each block
     assert 0.004 <= seconds < 0.05  # sleep never returns early; the bound above is loose for a busy machine
