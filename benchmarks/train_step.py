@@ -61,15 +61,18 @@ def time_network(name: str, scale: int, paths: list[Path], device: torch.device,
         recipe = recipe.replace(batch_size=batch_size)
     patches = PatchSet.from_paths(paths, scale, *recipe.patch_for(scale), augment=True, context=recipe.context)
     batches = patches.batches(recipe.batch_size, np.random.default_rng(0), steps=2**62)
-    steps = {}
-    for precision in PRECISIONS:
+
+    def stepper(precision: str):
+        """A fresh model and optimizer at `precision`, and a call that trains them one step."""
         torch.manual_seed(0)
-        model = build(name, scale).to(device).train()
+        model = build(name, scale)
         init_weights(model, recipe.init)
+        model.to(device).train()
         optimizer = make_optimizer(model, recipe, recipe.lr)
         autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        steps[precision] = functools.partial(lambda m, o, a: train_step(m, o, recipe, next(batches), device, a,
-                                                                        recipe.alpha(0)), model, optimizer, autocast)
+        return lambda: train_step(model, optimizer, recipe, next(batches), device, autocast, recipe.alpha(0))
+
+    steps = {precision: stepper(precision) for precision in PRECISIONS}
     sync = functools.partial(torch.cuda.synchronize, device) if device.type == "cuda" else (lambda: None)
     means = {p: [] for p in PRECISIONS}
     for r in range(rounds):
