@@ -20,8 +20,9 @@ optimizer state, loss and validation stay float32). On CUDA the network is kept 
 either precision, the layout tensor cores read without transposes. Hopper's tensor cores run bf16 at
 twice their TF32 rate (NVIDIA's datasheet; not measured side by side here). A CPU with bfloat16
 instructions gains too where convolutions are wide: on this project's 2-core EPYC (AVX512-BF16),
-`benchmarks/train_step.py` measured bf16 steps 2.0-2.1x faster for VDSR and DRCN, 1.4-1.7x for
-ESPCN and SRCNN 9-5-5, and none for FSRCNN and RED (benchmarks/TRAINING.md). The default is "fp32".
+`benchmarks/train_step.py` measured bf16 steps 1.9-2.2x faster for VDSR and DRCN, 1.4-1.7x for
+ESPCN and SRCNN 9-5-5, and 0.9-1.1x for FSRCNN and RED (three runs; benchmarks/TRAINING.md). The
+default is "fp32".
 
 The recipes live in `recipes.py`, the resume file's format and the run's file names in `runfiles.py`.
 """
