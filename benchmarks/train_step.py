@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 from srexport.archs import build, list_networks  # noqa: E402
 from srexport.bench import machine_info  # noqa: E402
-from srexport.budget import seconds_per_call  # noqa: E402
+from srexport.budget import seconds_per_call, timing_for  # noqa: E402
 from srexport.data import list_images  # noqa: E402
 from srexport.patches import PatchSet  # noqa: E402
 from srexport.recipes import recipe_for  # noqa: E402
@@ -73,16 +73,14 @@ def time_network(name: str, scale: int, paths: list[Path], device: torch.device,
         return lambda: train_step(model, optimizer, recipe, next(batches), device, autocast, recipe.alpha(0))
 
     steps = {precision: stepper(precision) for precision in PRECISIONS}
-    sync = functools.partial(torch.cuda.synchronize, device) if device.type == "cuda" else (lambda: None)
     means = {p: [] for p in PRECISIONS}
     for r in range(rounds):
         for precision in PRECISIONS:
-            mean, _ = seconds_per_call(steps[precision], warmup=2 if r == 0 else 0,
-                                       block=1 if device.type == "cpu" else 5, min_calls=1, min_seconds=seconds,
-                                       max_seconds=seconds, sync=sync)
+            mean, _ = seconds_per_call(steps[precision], warmup=2 if r == 0 else 0, min_calls=1,
+                                       min_seconds=seconds, max_seconds=seconds, **timing_for(device))
             means[precision].append(mean)
     ms = {p: 1000 * statistics.median(v) for p, v in means.items()}
-    return {"network": name, "batch": recipe.batch_size, "hr_window": patches.hr_patch + 2 * recipe.context * scale,
+    return {"network": name, "batch": recipe.batch_size, "hr_window": patches.hr.shape[-1],
             **{f"{p}_ms": ms[p] for p in PRECISIONS}, "speedup": ms["fp32"] / ms["bf16"],
             **{f"{p}_patches_per_s": recipe.batch_size * 1000 / ms[p] for p in PRECISIONS}}
 

@@ -53,15 +53,25 @@ def seconds_per_call(fn: Callable[[], object], *, warmup: int = 2, block: int = 
             return elapsed / calls, calls
 
 
+def timing_for(device) -> dict:
+    """`seconds_per_call`'s `block` and `sync` for a torch.device: a GPU queues its work, so its calls
+    are timed in blocks of 5, each ended by a synchronize; a CPU call is done when it returns."""
+    if device.type != "cuda":
+        return {"block": 1, "sync": lambda: None}
+    import torch
+
+    return {"block": 5, "sync": lambda: torch.cuda.synchronize(device)}
+
+
 def fit_steps_per_epoch(seconds_left: float, epochs: int, calibration: Calibration, label: str) -> int:
     """The most steps per epoch with which `epochs` epochs (each one validation pass besides its
     steps) fill PLANNED_SHARE of `seconds_left`."""
     per_epoch = PLANNED_SHARE * seconds_left / epochs - calibration.validation_seconds
     steps = int(per_epoch // calibration.step_seconds) if per_epoch > 0 else 0
     if steps < 1:
-        least = (calibration.step_seconds + calibration.validation_seconds) * epochs / PLANNED_SHARE
+        step, val = calibration.step_seconds, calibration.validation_seconds
         raise SRExportError(
             f"{label}: {max(seconds_left, 0.0):.0f} s of the time budget are left after setup, and {epochs} epochs "
-            f"of one step ({calibration.step_seconds:.3g} s) and a validation pass ({calibration.validation_seconds:.3g} s) "
-            f"need at least {least:.0f} s; give a larger time budget or fewer epochs")
+            f"of one step ({step:.3g} s) and a validation pass ({val:.3g} s) need at least "
+            f"{(step + val) * epochs / PLANNED_SHARE:.0f} s; give a larger time budget or fewer epochs")
     return steps

@@ -46,7 +46,7 @@ from torch import nn
 from . import __version__
 from .archs import build, check_scale, get_spec, list_networks
 from .atomic import atomic_output, check_writable
-from .budget import Calibration, fit_steps_per_epoch, seconds_per_call
+from .budget import Calibration, fit_steps_per_epoch, seconds_per_call, timing_for
 from .checkpoint import ModelRecord, load_checkpoint, save_checkpoint, weights_sha256
 from .data import imresize, list_images, load_image, protocol_pair, round_uint8
 from .errors import SRExportError
@@ -367,12 +367,11 @@ def calibrate(models: dict[int, nn.Module], patch_sets: dict[int, PatchSet], val
         s = next(turn)
         train_step(copies[s], optimizer, recipe, next(batches[s]), dev, autocast, recipe.alpha(0))
 
-    gpu = dev.type == "cuda"  # a GPU queues its work: sync after blocks of steps, and let cuDNN autotune first
-    sync = functools.partial(torch.cuda.synchronize, dev) if gpu else (lambda: None)
+    gpu = dev.type == "cuda"  # two warm-up steps a scale on a GPU, for cuDNN's autotuning
     with torch.random.fork_rng(devices=[dev] if gpu else [], device_type=dev.type):
         step_seconds, steps_timed = seconds_per_call(
-            step, warmup=(2 if gpu else 1) * len(scales), block=5 if gpu else 1, sync=sync,
-            min_seconds=min(10.0, max(1.0, 0.01 * time_budget)))
+            step, warmup=(2 if gpu else 1) * len(scales), min_seconds=min(10.0, max(1.0, 0.01 * time_budget)),
+            **timing_for(dev))
         t0 = time.perf_counter()
         for s in scales:
             validate(copies[s], val_pairs[s], s, dev)

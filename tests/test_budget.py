@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
-from srexport.budget import PLANNED_SHARE, Calibration, fit_steps_per_epoch, seconds_per_call
+from srexport.budget import PLANNED_SHARE, Calibration, fit_steps_per_epoch, seconds_per_call, timing_for
 from srexport.errors import SRExportError
 
 
@@ -48,6 +49,11 @@ def test_a_budget_that_fits_no_step_an_epoch_says_what_it_would_need(seconds_lef
     assert str(e.value) == (f"drcn x3: {max(seconds_left, 0):.0f} s of the time budget are left after setup, and 10 "
                             f"epochs of one step (0.5 s) and a validation pass (0.5 s) need at least {need} s; "
                             "give a larger time budget or fewer epochs")
+
+
+def test_a_cpu_call_is_timed_alone_and_needs_no_sync():
+    timing = timing_for(torch.device("cpu"))
+    assert timing["block"] == 1 and timing["sync"]() is None
 
 
 def test_calibration_record():
