@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --device cuda --out benchmarks/TRAINING_gpu.md
     python benchmarks/train_step.py --networks vdsr drcn --batch-size 16
 
-One step is `srexport.train.train_step` (the training loop's own step: uint8 batch to device, loss,
+One step is `srexport.steps.train_step` (the training loop's own step: uint8 batch to device, loss,
 backward, clipping, optimizer) on the recipe's batch size and patch (its context included), cut
 from T91 when ../shared/datasets is there, from generated texture otherwise; the batches come from
 the same PatchSet the loop uses, so data preparation is in the time. FP32 and bf16 are timed in
@@ -34,10 +34,10 @@ from srexport.budget import seconds_per_call, timing_for  # noqa: E402
 from srexport.data import list_images  # noqa: E402
 from srexport.patches import PatchSet  # noqa: E402
 from srexport.recipes import recipe_for  # noqa: E402
-from srexport.train import init_weights, make_optimizer, train_step  # noqa: E402
+from srexport.runsettings import PRECISIONS  # noqa: E402
+from srexport.steps import init_weights, make_optimizer, train_step  # noqa: E402
 
 T91 = HERE.parent.parent / "shared" / "datasets" / "T91"
-PRECISIONS = ("fp32", "bf16")
 
 
 def training_paths(scratch: Path) -> tuple[list[Path], str]:

@@ -5,15 +5,28 @@ its own device, and sets its steps per epoch so that all of the recipe's epochs,
 schedule included, end inside the budget. `--time-limit` is the other tool: it cuts a run short at
 an epoch boundary, right for a long run resumed slot after slot, wrong for a run that has to be
 whole in one slot, since the learning-rate drops of its later epochs never come.
+`calibrate` does the timing, `fit_steps_per_epoch` the arithmetic.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
 
 from .errors import SRExportError
+from .steps import make_optimizer, train_step, validate
+
+if TYPE_CHECKING:
+    from .patches import PatchSet
+    from .recipes import Recipe
 
 # The share of the budget the epochs are planned to fill. The rest absorbs what the calibration
 # cannot see: checkpoint and resume-file writes after each epoch, the curve at the end, and steps
@@ -58,8 +71,6 @@ def timing_for(device) -> dict:
     are timed in blocks of 5, each ended by a synchronize; a CPU call is done when it returns."""
     if device.type != "cuda":
         return {"block": 1, "sync": lambda: None}
-    import torch
-
     return {"block": 5, "sync": lambda: torch.cuda.synchronize(device)}
 
 
@@ -75,3 +86,35 @@ def fit_steps_per_epoch(seconds_left: float, epochs: int, calibration: Calibrati
             f"of one step ({step:.3g} s) and a validation pass ({val:.3g} s) need at least "
             f"{(step + val) * epochs / PLANNED_SHARE:.0f} s; give a larger time budget or fewer epochs")
     return steps
+
+
+def calibrate(models: dict[int, nn.Module], patch_sets: dict[int, PatchSet], val_pairs: dict, recipe: Recipe,
+              base_lr: float, dev: torch.device, autocast, seed: int, time_budget: float) -> Calibration:
+    """Time training steps (going round the scales, as the epochs do) and one validation pass on
+    throwaway copies of the models and optimizer, with their own batches, so that the run's weights
+    and random state are left as they were: a run fitted to a budget trains exactly as one given
+    the fitted steps per epoch. The steps are timed for 1% of the budget (1 to 10 s)."""
+    copies = copy.deepcopy(models)  # one deepcopy keeps the scales' shared parameters shared
+    scales = list(copies)
+    optimizer = make_optimizer(copies[scales[0]], recipe, base_lr)
+    rng = np.random.default_rng(seed + 1)
+    batches = {s: patch_sets[s].batches(recipe.batch_size, rng, steps=2**62) for s in scales}
+    turn = itertools.cycle(scales)
+
+    def step() -> None:
+        s = next(turn)
+        train_step(copies[s], optimizer, recipe, next(batches[s]), dev, autocast, recipe.alpha(0))
+
+    gpu = dev.type == "cuda"  # two warm-up steps a scale on a GPU, for cuDNN's autotuning
+    with torch.random.fork_rng(devices=[dev] if gpu else [], device_type=dev.type):
+        step_seconds, steps_timed = seconds_per_call(
+            step, warmup=(2 if gpu else 1) * len(scales), min_seconds=min(10.0, max(1.0, 0.01 * time_budget)),
+            **timing_for(dev))
+        t0 = time.perf_counter()
+        for s in scales:
+            validate(copies[s], val_pairs[s], s, dev)
+        validation_seconds = time.perf_counter() - t0
+    del copies, optimizer
+    if gpu:
+        torch.cuda.empty_cache()
+    return Calibration(step_seconds, steps_timed, validation_seconds)

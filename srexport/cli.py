@@ -280,8 +280,8 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path),
               help="Start from this checkpoint's weights (same network; any scale) instead of the recipe's init.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Checkpoint to write (default: NAME_xSCALE.safetensors); {scale} in it is replaced by the "
-                   "scale, which a run over several scales needs.")
+              help="Checkpoint to write (default: NAME_xSCALE.safetensors); {scale} in its file name is replaced "
+                   "by the scale, which a run over several scales needs.")
 @force_option
 @user_errors
 def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, context, device, precision,

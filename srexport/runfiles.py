@@ -1,4 +1,5 @@
-"""The files a training run keeps beside its checkpoint: their names, and the resume file.
+"""The files a training run keeps beside its checkpoint: their names, the resume file, and the
+training curve.
 
 A resume file holds the latest weights, optimizer and scheduler state, epoch, every RNG state and
 the history, without pickle: tensors in safetensors, everything else as JSON in its metadata.
@@ -7,6 +8,7 @@ the history, without pickle: tensors in safetensors, everything else as JSON in 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 from .atomic import atomic_output
 from .checkpoint import METADATA_KEY
 from .errors import SRExportError
+from .runsettings import scales_label
 
 RESUME_KEY = "srexport_resume"
 RESUME_FORMAT = 1
@@ -118,22 +121,21 @@ def load_resume(path: str | os.PathLike) -> dict:
 
 def _resume_file_of(checkpoint: Path, record_json: str) -> Path:
     """The resume file of the run that wrote `checkpoint`: beside it, or, for a run over several
-    scales, beside the first scale's checkpoint (vdsr_x3.safetensors -> vdsr_x2.resume.safetensors)."""
+    scales, the one its record names (beside the first scale's checkpoint)."""
     beside = resume_path_for(checkpoint)
     if beside.is_file():
         return beside
     try:
-        record = json.loads(record_json)
-        scale, scales = int(record["scale"]), [int(s) for s in record.get("training", {}).get("scales", [])]
-    except (ValueError, TypeError, KeyError, AttributeError):
-        scale, scales = 0, []
-    if len(scales) > 1 and scale != scales[0] and checkpoint.name.count(f"x{scale}") == 1:
-        first = checkpoint.with_name(checkpoint.name.replace(f"x{scale}", f"x{scales[0]}"))
-        if resume_path_for(first).is_file():
-            return resume_path_for(first)
-        raise SRExportError(f"{checkpoint}: is the x{scale} checkpoint of a run over {'+'.join(map(str, scales))}, "
-                            f"whose resume file sits beside its x{scales[0]} checkpoint; "
-                            f"{resume_path_for(first)} does not exist")
+        training = json.loads(record_json).get("training") or {}
+        named, scales = training.get("resume_file"), [int(s) for s in training.get("scales", [])]
+    except (ValueError, TypeError, AttributeError):
+        named, scales = None, []
+    if isinstance(named, str) and named:
+        path = checkpoint.with_name(Path(named).name)
+        if path.is_file():
+            return path
+        raise SRExportError(f"{checkpoint}: is a checkpoint of a run over {scales_label(scales)}, whose resume file "
+                            f"{path} does not exist")
     raise SRExportError(f"{checkpoint}: is a checkpoint and its resume file {beside} does not exist")
 
 
@@ -152,3 +154,53 @@ def resume_path_for(out: str | os.PathLike) -> Path:
 def curve_path_for(out: str | os.PathLike) -> Path:
     """`x.safetensors` -> `x.curve.png`."""
     return _stem(Path(out)).with_name(_stem(Path(out)).name + ".curve.png")
+
+
+def write_curve(path: Path, history: list[dict], bicubic_val: dict[int, float], title: str) -> Path:
+    """Training loss and validation PSNR per epoch as a PNG (atomic). `bicubic_val` maps each scale
+    to its bicubic validation PSNR; a run over several scales plots each scale's gain over bicubic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    marker = "." if len(epochs) < 30 else None
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(epochs, [h["loss"] for h in history], marker=marker)
+    if all(h["loss"] > 0 for h in history):
+        ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss (MSE, [0,1] images)")
+    ax1.grid(True, alpha=0.3)
+    finite = [(i, h["val_psnr"]) for i, h in enumerate(history) if math.isfinite(h["val_psnr"])]
+    best = max(finite, key=lambda t: t[1])[0] if finite else None  # the selected epoch (mean over scales)
+    if len(bicubic_val) == 1:
+        (base,) = bicubic_val.values()
+        vals = [h["val_psnr"] for h in history]
+        ax2.plot(epochs, vals, marker=marker, label="model")
+        if math.isfinite(base):
+            ax2.axhline(base, color="gray", linestyle="--", label=f"bicubic {base:.2f}")
+        if best is not None:
+            ax2.plot([epochs[best]], [vals[best]], "o", color="C3", label=f"best {vals[best]:.2f} @ {epochs[best]}")
+        ax2.set_ylabel("validation PSNR (Y, dB)")
+    else:
+        for i, (s, base) in enumerate(bicubic_val.items()):
+            gains = [h["val_psnr_by_scale"][f"x{s}"] - base for h in history]
+            ax2.plot(epochs, gains, marker=marker, color=f"C{i}", label=f"x{s} (bicubic {base:.2f})")
+            if best is not None:
+                ax2.plot([epochs[best]], [gains[best]], "o", color=f"C{i}")
+        ax2.axhline(0.0, color="gray", linestyle="--", label="bicubic")
+        ax2.set_ylabel("validation PSNR over bicubic (dB)")
+    ax2.set_xlabel("epoch")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_output(path, force=True) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

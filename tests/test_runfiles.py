@@ -61,12 +61,14 @@ def test_a_checkpoint_without_its_resume_file_says_where_that_file_should_be(tmp
     with pytest.raises(SRExportError, match=re.escape(f"{alone}: is a checkpoint and its resume file "
                                                       f"{tmp_path / 'm_x3.resume.safetensors'} does not exist")):
         load_resume(alone)
-    third = checkpoint("v_x3.safetensors", {"scale": 3, "training": {"scales": [2, 3, 4]}})
+    # a run over several scales keeps one resume file, which each checkpoint's record names
+    third = checkpoint("v_3.safetensors", {"scale": 3, "training": {"scales": [2, 3, 4],
+                                                                     "resume_file": "v_2.resume.safetensors"}})
     with pytest.raises(SRExportError, match=re.escape(
-            f"{third}: is the x3 checkpoint of a run over 2+3+4, whose resume file sits beside its x2 checkpoint; "
-            f"{tmp_path / 'v_x2.resume.safetensors'} does not exist")):
+            f"{third}: is a checkpoint of a run over x2+3+4, whose resume file "
+            f"{tmp_path / 'v_2.resume.safetensors'} does not exist")):
         load_resume(third)
-    save_resume(tmp_path / "v_x2.resume.safetensors", {"format": RESUME_FORMAT, "epochs_done": 7})
+    save_resume(tmp_path / "v_2.resume.safetensors", {"format": RESUME_FORMAT, "epochs_done": 7})
     assert load_resume(third)["epochs_done"] == 7
 
 

@@ -1,7 +1,8 @@
-"""srexport.train: the model pieces, the training loop, its records, and kill-and-resume."""
+"""srexport.train: the training loop, its records, and kill-and-resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,8 @@ from srexport.data import load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
 from srexport.runfiles import curve_path_for, load_resume, resume_path_for
-from srexport.train import (clip_gradients, devices_label, init_weights, make_optimizer, masked_mse, train,
-                            training_loss, validate, with_device)
+from srexport.steps import validate
+from srexport.train import devices_label, train, with_device
 
 from _images import texture
 
@@ -48,88 +49,6 @@ def val(tmp_path_factory):
     return d
 
 
-# ---------------------------------------------------------------- model pieces
-
-
-@pytest.mark.parametrize("net, prefix", [("srcnn", "reconstruction"), ("fsrcnn", "deconv"), ("espcn", "body.4")])
-def test_last_layer_learning_rate_multipliers(net, prefix):
-    model = build(net, 3)
-    opt = make_optimizer(model, recipe_for(net), 1e-3)
-    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
-    last = {id(p) for n, p in model.named_parameters() if n.startswith(prefix + ".")}
-    assert len(by_lr) == 2 and by_lr[1e-3 * 0.1] == last and len(by_lr[1e-3]) > 0
-
-
-def test_adjustable_clipping_bounds_at_theta_over_the_current_lr():
-    model = build("vdsr", 2, depth=3, channels=4)
-    value = recipe_for("vdsr").replace(optimizer="sgd", clip_theta=0.4, clip_mode="value")
-    opt = make_optimizer(model, value, 0.1)
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 100.0)
-    clip_gradients(opt, value)
-    for p in model.parameters():
-        assert torch.allclose(p.grad, torch.full_like(p, 0.4 / 0.1))  # every value within theta/lr
-    for g in opt.param_groups:
-        g["lr"] = 0.001  # a later stage: the bound theta/lr widens
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 100.0)
-    clip_gradients(opt, value)
-    assert all(torch.all(p.grad == 100.0) for p in model.parameters())
-
-    norm = value.replace(clip_mode="norm")
-    opt = make_optimizer(model, norm, 0.1)
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 100.0)
-    clip_gradients(opt, norm)
-    total = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
-    assert total.item() == pytest.approx(0.4 / 0.1, rel=1e-4)  # the whole update lr*g has norm theta
-
-
-def test_drcn_recursive_supervision_uses_the_intermediates():
-    torch.manual_seed(0)
-    model = build("drcn", 2, channels=4, recursions=3)  # PyTorch init: the predictions differ
-    recipe = recipe_for("drcn")
-    x, y = torch.rand(2, 1, 6, 6), torch.rand(2, 1, 12, 12)
-    out, preds = model.forward_with_intermediates(x)
-    mse = torch.nn.functional.mse_loss
-    inter = sum(mse(p, y) for p in preds) / len(preds)
-    assert training_loss(model, x, y, recipe, 1.0).item() == pytest.approx(inter.item(), rel=1e-6)
-    assert training_loss(model, x, y, recipe, 0.0).item() == pytest.approx(mse(out, y).item(), rel=1e-6)
-    mixed = 0.3 * inter + 0.7 * mse(out, y)
-    assert training_loss(model, x, y, recipe, 0.3).item() == pytest.approx(mixed.item(), rel=1e-6)
-    # with alpha = 1 only the intermediate predictions are supervised: no gradient reaches the
-    # ensemble weights; with alpha < 1 it does
-    model.zero_grad()
-    training_loss(model, x, y, recipe, 1.0).backward()
-    assert model.ensemble_weights.grad is None or torch.all(model.ensemble_weights.grad.abs() < 1e-12)
-    model.zero_grad()
-    training_loss(model, x, y, recipe, 0.5).backward()
-    assert model.ensemble_weights.grad.abs().sum() > 0
-    assert recipe.alpha(0) == 1.0 and 0 < recipe.alpha(10) < 1 and recipe.alpha(recipe.alpha_zero_epoch) == 0.0
-
-
-
-def test_the_loss_mask_keeps_only_its_pixels_in_the_loss_and_the_gradient():
-    torch.manual_seed(1)
-    out, y = torch.rand(3, 1, 10, 10, requires_grad=True), torch.rand(3, 1, 10, 10)
-    mask = torch.zeros(3, 1, 10, 10)
-    mask[0, :, 2:8, 2:8] = 1
-    mask[1, :, :8, 2:] = 1  # a window at the image's top and right edges
-    mask[2] = 1
-    sel = mask.bool()
-    assert masked_mse(out, y, mask).item() == pytest.approx(((out - y)[sel] ** 2).mean().item(), rel=1e-6)
-    assert masked_mse(out, y).item() == pytest.approx(torch.nn.functional.mse_loss(out, y).item(), rel=1e-6)
-    masked_mse(out, y, mask).backward()
-    assert torch.all(out.grad[~sel] == 0) and torch.all(out.grad[sel] != 0)
-    # recursive supervision masks every intermediate prediction too
-    model = build("drcn", 2, channels=4, recursions=3)
-    x, y2 = torch.rand(3, 1, 5, 5), torch.rand(3, 1, 10, 10)
-    final, preds = model.forward_with_intermediates(x)
-    expected = 0.4 * sum(masked_mse(p, y2, mask) for p in preds) / 3 + 0.6 * masked_mse(final, y2, mask)
-    got = training_loss(model, x, y2, recipe_for("drcn"), 0.4, mask)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
 def test_context_trains_on_context_windows_records_it_and_stays_on_resume(data, tmp_path):
     out = tmp_path / "c.safetensors"
     r = train("srcnn", 3, data, out_path=out, epochs=2, steps_per_epoch=3, batch_size=4, context=2, progress=False)
@@ -141,16 +60,6 @@ def test_context_trains_on_context_windows_records_it_and_stays_on_resume(data, 
     assert train(None, None, resume=out, epochs=3, progress=False).record.training["recipe"]["context"] == 2
     with pytest.raises(SRExportError, match=r"cannot change the context when resuming \(2 -> 0\)"):
         train(None, None, resume=out, epochs=4, context=0, progress=False)
-
-
-def test_drcn_init_makes_the_recursion_an_identity():
-    model = build("drcn", 2, channels=4, recursions=2)
-    init_weights(model, "drcn")
-    h = torch.rand(1, 4, 5, 5)
-    assert torch.allclose(torch.relu(model.inference(h)), h)
-    x = torch.rand(1, 1, 6, 7)
-    out, preds = model.forward_with_intermediates(x)  # every prediction starts as the bicubic image
-    assert all(torch.equal(p, model.upsample(x)) for p in preds) and torch.allclose(out, model.upsample(x))
 
 
 # ---------------------------------------------------------------- the loop
@@ -325,6 +234,8 @@ def test_a_run_fitted_to_a_time_budget_trains_as_one_given_the_fitted_steps(data
     a, b = load_file(tmp_path / "b.safetensors"), load_file(tmp_path / "p.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_resume(tmp_path / "b.safetensors")["time_budget"] == budget  # a resumed run keeps it on record
+    cut_short = dataclasses.replace(fitted, epochs=0)  # what a slower epoch than the calibrated ones would give
+    assert "stopped at the end of the time budget after epoch 0 of 1; continue with" in cut_short.summary()
 
 
 def test_time_budget_errors(data, tmp_path):
@@ -391,6 +302,7 @@ def test_one_run_over_several_scales_writes_a_checkpoint_per_scale_with_shared_w
     assert weights_sha256(models[2][0]) == weights_sha256(models[3][0])
     for s, (model, record) in models.items():
         assert record.scale == s and record.training["scales"] == [2, 3]
+        assert record.training["resume_file"] == "m_x2.resume.safetensors"
         assert record.metrics["val_psnr"] == best["val_psnr_by_scale"][f"x{s}"]
         pairs = [protocol_pair(load_image(p), s) for p in sorted(val.iterdir())]
         assert validate(model, pairs, s, "cpu") == pytest.approx(record.metrics["val_psnr"], abs=1e-6)
@@ -415,6 +327,8 @@ def test_several_scales_need_scale_free_weights_and_a_path_per_scale(data, tmp_p
         train("espcn", (2, 3), data, out_path=tmp_path / "e_x{scale}.safetensors", progress=False)
     with pytest.raises(SRExportError, match=r"a run over x2\+4 writes a checkpoint per scale; put \{scale\} in"):
         train("vdsr", (2, 4), data, out_path=tmp_path / "v.safetensors", progress=False)
+    with pytest.raises(SRExportError, match=r"put \{scale\} in the file name, not in a folder name"):
+        train("vdsr", (2, 4), data, out_path=tmp_path / "x{scale}" / "v.safetensors", progress=False)
     with pytest.raises(SRExportError, match=r"scale given twice in x2\+2"):
         train("vdsr", (2, 2), data, out_path=tmp_path / "v_x{scale}.safetensors", progress=False)
     with pytest.raises(SRExportError, match="scale must be one of 2, 3, 4, got 5"):
