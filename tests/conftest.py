@@ -27,3 +27,26 @@ def _own_cache_folder(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """(model, ONNX proto, ONNX path) per (network, scale), exported once for the test session."""
+    import onnx
+
+    from srexport.checkpoint import resolve_network
+    from srexport.onnx_export import onnx_from_model
+
+    folder = tmp_path_factory.mktemp("onnx")
+    cache = {}
+
+    def get(name, scale=2):
+        if (name, scale) not in cache:
+            model, record = resolve_network(name, scale, random_weights=True)
+            proto = onnx_from_model(model, record)
+            path = folder / f"{name}_x{scale}.onnx"
+            onnx.save(proto, str(path))
+            cache[name, scale] = (model, proto, path)
+        return cache[name, scale]
+
+    return get
