@@ -1,4 +1,4 @@
-"""optimize.py's rewrites of the FP32 ONNX graph: each exact (within 1e-5 on odd and 1-pixel
+"""srexport.optimize: the rewrites of the FP32 ONNX graph: each exact (within 1e-5 on odd and 1-pixel
 shapes), applied where it pays, and the original kept when the check fails."""
 
 import copy
