@@ -206,7 +206,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                            (time_limit, "a time budget is also the run's time limit; give one or the other")):
             if clash is not None:
                 raise SRExportError(why)
-    network, scales, recipe, label, out = run.network, run.scales, run.recipe, run.label, run.out
+    network, scales, recipe, label, out, precision = (run.network, run.scales, run.recipe, run.label, run.out,
+                                                      run.precision)
     total_epochs, steps_per_epoch, data_dir, val_dir = recipe.epochs, run.steps_per_epoch, run.data_dir, run.val_dir
     checkpoints = checkpoint_paths(out, scales)
     first = checkpoints[scales[0]]
@@ -259,7 +260,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         m.to(dev, memory_format=memory_format).train()
         if m is not model:
             share_parameters(m, model)
-    autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
+    autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     optimizer = make_optimizer(model, recipe, run.base_lr)
     scheduler = make_scheduler(optimizer, recipe)
     if dev.type == "cuda":
@@ -321,7 +322,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "steps_per_epoch": steps,
             **({"time_budget": budget_record} if budget_record else {}),
             "batch_size": recipe.batch_size,
-            "precision": run.precision,
+            "precision": precision,
             "best_epoch": best_epoch,
             "seconds": round(seconds, 3),
             "device": devices_label(devices, done),
@@ -350,7 +351,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "format": RESUME_FORMAT,
             "network": network, "scales": list(scales), "hparams": run.hparams,
             "recipe": recipe.to_dict(),
-            "base_lr": run.base_lr, "seed": run.seed, "precision": run.precision, "data_dir": str(data_dir.resolve()),
+            "base_lr": run.base_lr, "seed": run.seed, "precision": precision, "data_dir": str(data_dir.resolve()),
             "val_dir": str(val_dir.resolve()) if val_dir is not None else None,
             "n_val": len(val_paths) if val_dir is None else None,
             "data_fingerprint": fingerprint, "out": str(out.resolve()), "epochs_total": total_epochs,
