@@ -8,6 +8,14 @@ the same run). RESULTS.md gets a summary (the CPU path `auto` picks without a GP
 kernel for FSRCNN, FSRCNN-s and ESPCN, the tuned ONNX Runtime session for the rest, against the
 issue's targets), one table per network, the machine and the exact command. `--json` also writes
 every report as JSON.
+
+Reduced precision: a second summary sets srexport's bf16 route (`--precision bf16`: the fused
+kernel in bf16 where it applies, else OpenVINO's bf16 on srexport's tuned graph) beside OpenVINO's
+default precision (bf16 on a CPU with bf16 dot products) and its FP32 hint, all from the same
+interleaved run, with each bf16 route's PSNR from FP32 on the real images of `--quality-data`
+(Set14 by default, where it exists): every image's LR (MATLAB bicubic) through the route and
+through FP32 ONNX Runtime, PSNR of the difference over all pixels, worst image. `--quality-images`
+limits the images for networks costing more than `--max-gflop` (DRCN).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 from srexport.archs import build, list_networks  # noqa: E402
 from srexport.bench import BURST_S, ROWS, bench, parse_size  # noqa: E402
 from srexport.complexity import macs  # noqa: E402
+
+DATASETS = HERE.parent.parent / "shared" / "datasets"
 
 # The issue's targets for the auto CPU path, as a fraction of the GEMM probe.
 TARGETS = {"srcnn": 0.70, "vdsr": 0.70, "drcn": 0.70, "red": 0.70, "fsrcnn": 0.50, "espcn": 0.50}
@@ -65,6 +75,57 @@ def summary_line(report) -> str:
             f"{'' if target is None else f'{100 * target:.0f}%'} | {vs} |")
 
 
+def quality_vs_fp32(name: str, scale: int, data_dir: Path, limit: int | None) -> dict:
+    """Worst-image PSNR (dB) from FP32 of srexport's bf16 route and OpenVINO's default on the LR of
+    every image of `data_dir` (the first `limit` by size, smallest first, when given)."""
+    from srexport.checkpoint import resolve_network
+    from srexport.data import list_images, load_image, protocol_pair
+    from srexport.openvino_runner import OpenVINORunner, openvino_available
+    from srexport.runtime import OnnxRuntimeRunner, exported_onnx, open_runner
+    from srexport.verify import diff_case
+
+    model, record = resolve_network(name, scale)
+    model.record = record
+    proto = exported_onnx(model, record)
+    runners = {"fp32": OnnxRuntimeRunner(proto.SerializeToString(), tuned=True)}
+    runners["srexport-bf16"] = open_runner(model=model, precision="bf16")
+    if openvino_available():
+        runners["openvino-default"] = OpenVINORunner(proto, precision="default")
+    lrs = [(lr_y / 255.0).astype("float32")[None, None]
+           for lr_y in (protocol_pair(load_image(p), scale)[1] for p in list_images(data_dir))]
+    lrs.sort(key=lambda x: x.size)
+    if limit is not None:
+        lrs = lrs[:limit]
+    worst = {k: math.inf for k in runners if k != "fp32"}
+    for x in lrs:
+        ref = runners["fp32"](x)
+        for key in worst:
+            worst[key] = min(worst[key], diff_case(ref, runners[key](x), x.shape).psnr_db)
+    return {"images": len(lrs), "route": runners["srexport-bf16"].name, **worst}
+
+
+def bf16_line(report, quality: dict | None) -> str:
+    ours, peer, peer32 = report.bf16_row(), report.row("openvino-default"), report.row("openvino-fp32")
+    fp32 = report.auto_row()
+
+    def ms(row):
+        return "" if row is None or row.ms_median is None else f"{row.ms_median:,.1f}"
+
+    q = quality or {}
+
+    def db(key):
+        return "" if key not in q else f"{q[key]:.1f}"
+
+    faster = ""
+    if ours is not None and peer is not None and ours.ms_median and peer.ms_median:
+        ratio = peer.ms_median / ours.ms_median
+        faster = f"{ratio:.2f}x" + ("" if ratio > 1 else " **slower**")
+    images = f" ({q['images']} images)" if q else ""
+    return (f"| {report.network} | x{report.scale} | {ours.backend if ours else 'no bf16 row'} | {ms(ours)} | "
+            f"{db('srexport-bf16')}{images} | {ms(peer)} | {db('openvino-default')} | {ms(peer32)} | "
+            f"{fp32.backend if fp32 else ''}: {ms(fp32)} | {faster} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", nargs="+", default=list_networks(), choices=list_networks())
@@ -79,6 +140,11 @@ def main(argv=None) -> int:
                         help="a row whose warm-up run takes longer is measured by that single run")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--json", type=Path, help="also write every report as JSON here")
+    parser.add_argument("--quality-data", type=Path, default=DATASETS / "Set14",
+                        help="HR images for the bf16 rows' PSNR from FP32 (default ../shared/datasets/Set14)")
+    parser.add_argument("--quality-images", type=int, default=2,
+                        help="images (smallest first) for networks over --max-gflop (default 2)")
+    parser.add_argument("--load-note", default="", help="a sentence on other load on the machine during the run")
     args = parser.parse_args(argv)
     size = parse_size(args.output_size)
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(argv or sys.argv[1:])])
@@ -91,6 +157,13 @@ def main(argv=None) -> int:
                            repeats=args.repeats, long_run_s=args.long_run_s,
                            progress=lambda msg: print(f"   {msg}", file=sys.stderr, flush=True))
             print(report.table() + "\n", flush=True)
+            report.quality = None
+            if report.bf16_row() is not None and args.quality_data.is_dir():
+                print(f"   bf16 quality on {args.quality_data.name}", file=sys.stderr, flush=True)
+                heavy = output_size_for(name, scale, size, args.max_gflop) != size
+                report.quality = quality_vs_fp32(name, scale, args.quality_data,
+                                                 args.quality_images if heavy else None)
+                print(f"   {report.quality}", file=sys.stderr, flush=True)
             reports.append(report)
     machine = reports[0].machine if reports else {}
     lines = [
@@ -110,7 +183,20 @@ def main(argv=None) -> int:
         "right before and after every timed run. \"% of peak probe\" divides by the best probe of the "
         "run (the machine's peak); \"% of adjacent probes\" divides each run by the probes taken next "
         "to it (median over runs), which cancels load from other processes on a shared machine. A "
-        "network run of minutes (DRCN) is one run between two probes.",
+        "network run of minutes (DRCN) is one run between two probes." + (f" {args.load_note}" if args.load_note else ""),
+        "",
+        "## Summary: bf16 on the CPU, srexport against OpenVINO (same run, interleaved)",
+        "",
+        f"dB: the worst image's PSNR of the difference from FP32 on {args.quality_data.name} "
+        "(each image's MATLAB-bicubic LR through the route and through FP32 ONNX Runtime); the bench rows' own "
+        "check on real crops is in the tables below (`dB vs FP32`). OpenVINO runs the exported ONNX graph with "
+        "static shapes; srexport's bf16 route is the fused kernel in bf16 where it applies, else OpenVINO's bf16 on "
+        "srexport's tuned graph, each checked >= 50 dB from FP32 before use.",
+        "",
+        "| network | scale | srexport bf16 route | ms/frame | dB vs FP32 | OpenVINO default ms | its dB | "
+        "OpenVINO FP32 hint ms | srexport auto (FP32) ms | srexport bf16 over OpenVINO default |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        *[bf16_line(r, r.quality) for r in reports],
         "",
         "## Summary: the auto CPU path (fused kernel where it applies, else tuned ONNX Runtime)",
         "",
@@ -130,7 +216,7 @@ def main(argv=None) -> int:
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2))
+        args.json.write_text(json.dumps([{**r.to_dict(), "quality": r.quality} for r in reports], indent=2))
     return 0
 
 

@@ -5,7 +5,11 @@ off), ONNX Runtime FP32 with a default session, ONNX Runtime tuned, srexport's f
 (`native`: FSRCNN, FSRCNN-s and ESPCN; with the tuned session, the two rows `auto` chooses from on
 a CPU: `BenchReport.auto_row`), ONNX Runtime on the FP16 graph (FP32 I/O; ORT computes it in FP32
 on x86, so this is a compatibility row, not an FP16 speed), TensorRT FP32 and FP16 engines,
-PyTorch CUDA FP16.
+PyTorch CUDA FP16; on the CPU's reduced precision: the fused kernel in bf16, OpenVINO with its FP32
+hint and with its default precision (bf16 on a CPU with bf16 dot products: the peer users would
+pick; its PSNR from FP32 on real images is in the note), and srexport's checked OpenVINO bf16 route
+for the networks the fused kernel does not run. `BenchReport.bf16_row` is the row `--precision
+bf16` takes.
 
 For each row: median (and best) ms per frame after warm-up, fps, output megapixels/s, GFLOP/s
 from the network's multiply-adds (`complexity.macs`, 2 FLOP each), the fraction of this machine's
@@ -36,7 +40,7 @@ import torch
 from .errors import SRExportError
 
 ROWS = ("torch-fp32", "ort-default", "ort-tuned", "native-fp32", "ort-fp16", "tensorrt-fp32", "tensorrt-fp16",
-        "torch-cuda-fp16")
+        "torch-cuda-fp16", "openvino-fp32", "openvino-default", "native-bf16", "openvino-bf16")
 LABELS = {
     "torch-fp32": "PyTorch eager FP32",
     "ort-default": "ONNX Runtime FP32, default session",
@@ -46,7 +50,16 @@ LABELS = {
     "tensorrt-fp32": "TensorRT FP32",
     "tensorrt-fp16": "TensorRT FP16",
     "torch-cuda-fp16": "PyTorch CUDA FP16",
+    "openvino-fp32": "OpenVINO, FP32 hint",
+    "openvino-default": "OpenVINO, default precision",
+    "native-bf16": "Fused CPU kernel bf16 (native)",
+    "openvino-bf16": "srexport bf16 via OpenVINO (checked)",
 }
+BF16_ROWS = ("native-bf16", "openvino-bf16")  # srexport's bf16 routes, in `auto`'s order
+# `--precision P`: the rows computing in P (OpenVINO's default is bf16 on the CPUs bf16 is for)
+ROW_PRECISION = {key: "fp16" if "fp16" in key else "bf16" if key.endswith(("bf16", "default")) and
+                 key.startswith(("native", "openvino")) else "fp32" for key in ROWS}
+ROW_PRECISION["ort-default"] = "fp32"
 GEMM_N = 2048
 # `srexport bench --backend NAME` -> rows; row keys are accepted as well.
 BACKEND_ROWS = {
@@ -54,7 +67,9 @@ BACKEND_ROWS = {
     "torch": ("torch-fp32", "torch-cuda-fp16"),
     "onnxruntime": ("ort-default", "ort-tuned", "ort-fp16"),
     "tensorrt": ("tensorrt-fp32", "tensorrt-fp16"),
-    "native": ("native-fp32",),
+    "native": ("native-fp32", "native-bf16"),
+    "openvino": ("openvino-fp32", "openvino-default", "openvino-bf16"),
+    "bf16": ("openvino-default", "native-bf16", "openvino-bf16"),
 }
 
 
@@ -92,6 +107,7 @@ class BenchRow:
     local_fraction: float | None = None  # median over runs of GFLOP/s / GEMM probes just before and after it
     speedup_vs_torch: float | None = None
     setup_s: float | None = None
+    psnr_vs_fp32_db: float | None = None  # reduced-precision rows: worst PSNR from FP32 on real LR crops
     note: str = ""
     times_ms: list[float] = field(default_factory=list)  # per run; a burst's median for short frames
     frames_per_run: list[int] = field(default_factory=list)
@@ -125,6 +141,7 @@ class BenchReport:
     repeats: int
     interleaved: bool
     auto_key: str = "ort-tuned"  # the CPU row `auto` takes: "native-fp32" where the fused kernel is its choice
+    bf16_key: str = ""  # the row `--precision bf16` takes ("" when neither ran)
 
     @property
     def gflop(self) -> float:
@@ -139,6 +156,11 @@ class BenchReport:
         row = self.row(self.auto_key)
         return row if row is not None and row.ms_median is not None else self.row("ort-tuned")
 
+    def bf16_row(self) -> BenchRow | None:
+        """The row of srexport's bf16 route: the fused kernel in bf16 where it ran, else OpenVINO's
+        checked bf16."""
+        return self.row(self.bf16_key) if self.bf16_key else None
+
     def table(self) -> str:
         w, h = self.output_size
         lines = [
@@ -146,20 +168,21 @@ class BenchReport:
             f"{self.macs / 1e9:,.1f} G multiply-adds/frame, GEMM probe {self.gemm_gflops:.0f} GFLOP/s, "
             f"weights: {self.weights}",
             "",
-            "| backend | ms/frame (median) | best | fps | MP/s | GFLOP/s | % of GEMM probe | % of adjacent probes | vs PyTorch eager |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| backend | ms/frame (median) | best | fps | MP/s | GFLOP/s | % of GEMM probe | % of adjacent probes | vs PyTorch eager | dB vs FP32 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in self.rows:
             if r.ms_median is None:
-                lines.append(f"| {r.backend} | failed: {r.note} | | | | | | | |")
+                lines.append(f"| {r.backend} | failed: {r.note} | | | | | | | | |")
                 continue
             local = "" if r.local_fraction is None else f"{100 * r.local_fraction:.0f}%"
             lines.append(
                 f"| {r.backend} | {r.ms_median:,.1f} | {r.ms_min:,.1f} | {r.fps:.2f} | {r.mpix_s:.1f} | "
                 f"{r.gflops:.0f} | {100 * r.peak_fraction:.0f}% | {local} | "
-                f"{'' if r.speedup_vs_torch is None else f'{r.speedup_vs_torch:.2f}x'} |")
+                f"{'' if r.speedup_vs_torch is None else f'{r.speedup_vs_torch:.2f}x'} | "
+                f"{'' if r.psnr_vs_fp32_db is None else f'{r.psnr_vs_fp32_db:.1f}'} |")
         for key, why in self.skipped.items():
-            lines.append(f"| {LABELS.get(key, key)} | skipped: {why} | | | | | | | |")
+            lines.append(f"| {LABELS.get(key, key)} | skipped: {why} | | | | | | | | |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -250,6 +273,8 @@ class QuickProbe:
 # --- runners for each row ---------------------------------------------------------------------
 
 def _available(keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    from .native import bf16_refusal
+    from .openvino_runner import openvino_available
     from .runtime import onnxruntime_available, tensorrt_available
 
     cuda = torch.cuda.is_available()
@@ -265,6 +290,10 @@ def _available(keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
             skipped[key] = "TensorRT or a CUDA GPU is missing"
         elif key == "torch-cuda-fp16" and not cuda:
             skipped[key] = "no CUDA GPU"
+        elif key.startswith("openvino") and not openvino_available():
+            skipped[key] = "openvino not installed (pip install 'srexport[openvino]')"
+        elif key in BF16_ROWS and bf16_refusal():
+            skipped[key] = bf16_refusal()
         else:
             ok.append(key)
     return ok, skipped
@@ -276,7 +305,7 @@ def _open(key: str, model, onnx_proto, threads):
     if key == "torch-fp32":
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda":
-            from .tensorrt_build import TorchCudaFP32Runner
+            from .engine import TorchCudaFP32Runner
 
             r = TorchCudaFP32Runner(model)
             return r, "cuda", "fp32", "TF32 off"
@@ -300,11 +329,39 @@ def _open(key: str, model, onnx_proto, threads):
         proto16 = fp16_from_onnx(onnx_proto, io="fp32")
         return OnnxRuntimeRunner(proto16.SerializeToString(), threads=threads or 0), "cpu", "fp16 graph", \
             "x86 ORT computes FP16 graphs in FP32"
+    if key == "native-bf16":
+        from .native import NativeRunner
+
+        r = NativeRunner(onnx_proto, threads=threads, precision="bf16")
+        return r, "cpu", "bf16", f"{r.threads} threads; checked >= 50 dB from FP32"
+    if key.startswith("openvino"):
+        from .openvino_runner import OpenVINORunner
+
+        precision = key.split("-")[1]
+        r = OpenVINORunner(onnx_proto, precision=precision, threads=threads, tuned=precision == "bf16")
+        if precision == "bf16":
+            return r, "cpu", "bf16", f"{r.threads} threads; {len(r.rewrites)} graph rewrites; checked >= 50 dB"
+        if precision == "default":
+            r.info["psnr_db_vs_fp32"] = round(psnr_vs_fp32(r, onnx_proto), 2)
+            r._compiled.clear()
+            kind = r.info["inference_precision"].replace("<Type: '", "").replace("'>", "")
+            return r, "cpu", kind, f"{r.threads} threads; unchecked (OpenVINO's own choice)"
+        return r, "cpu", "fp32", f"{r.threads} threads"
     if key.startswith("tensorrt"):
         precision = key.split("-")[1]
         r = _tensorrt_runner(model, None, None, precision, True)
         return r, "cuda", precision, ""
     raise SRExportError(f"unknown bench backend {key!r}")
+
+
+def psnr_vs_fp32(runner, onnx_proto) -> float:
+    """The worst PSNR (dB) of `runner`'s output from ONNX Runtime's FP32 one on the real LR crops
+    the bf16 checks use (for rows that are not checked themselves: OpenVINO's default)."""
+    from .runtime import OnnxRuntimeRunner
+    from .verify import DEFAULT_SIZES, compare, real_inputs
+
+    reference = OnnxRuntimeRunner(onnx_proto.SerializeToString(), threads=1)
+    return compare(reference, runner, real_inputs((*DEFAULT_SIZES, (1, 53, 120)))).worst_psnr_db
 
 
 def _copy(model):
@@ -359,7 +416,7 @@ BURST_S = 0.25  # a frame shorter than this is timed as the median of a burst la
 def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int] | str = (1920, 1080),
           backends: Sequence[str] | None = None, checkpoint=None, warmup: int = 1, repeats: int = 5,
           threads: int | None = None, long_run_s: float = 20.0, interleave: bool | None = None,
-          probe_repeats: int = 7, burst_s: float = BURST_S,
+          probe_repeats: int = 7, burst_s: float = BURST_S, precision: str | None = None,
           progress: Callable[[str], None] | None = None) -> BenchReport:
     """Time `network` at `scale` producing `output_size` (WIDTH, HEIGHT) on every available backend.
     `backends` limits the rows (keys of ROWS); weights come from `checkpoint`, the shipped checkpoint,
@@ -389,16 +446,24 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
             weights += "; PReLU slopes uniform (fused as LeakyRelu on the tuned path)"
     lr_h, lr_w = math.ceil(out_h / scale), math.ceil(out_w / scale)
     n_macs = count_macs(model, lr_h, lr_w)
-    keys, skipped = _available(expand_backends(backends))
-    onnx_proto = onnx_from_model(model, record) if any(k.startswith(("ort", "tensorrt", "native")) for k in keys) \
-        else None
-    if "native-fp32" in keys:
+    wanted = expand_backends(backends)
+    if precision is not None:
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise SRExportError(f"--precision: must be fp32, fp16 or bf16, got {precision!r}")
+        wanted = [k for k in wanted if ROW_PRECISION[k] == precision]
+    keys, skipped = _available(wanted)
+    onnx_proto = onnx_from_model(model, record) if any(k != "torch-fp32" for k in keys) else None
+    native_keys = [k for k in ("native-fp32", "native-bf16") if k in keys]
+    if native_keys:
         from .native import applicable
 
         why = applicable(onnx_proto, f"{record.network} x{scale}")
-        if why:
-            keys.remove("native-fp32")
-            skipped["native-fp32"] = why
+        for key in native_keys if why else ():
+            keys.remove(key)
+            skipped[key] = why
+    if "native-bf16" in keys and "openvino-bf16" in keys:  # srexport's bf16 route is the fused kernel here
+        keys.remove("openvino-bf16")
+        skipped["openvino-bf16"] = "the fused kernel is srexport's bf16 route for this network"
 
     say("GEMM probe")
     probe_before = gemm_probe(repeats=probe_repeats)
@@ -416,6 +481,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
     rows: dict[str, BenchRow] = {}
     runners: dict[str, object] = {}
     auto_key = "ort-tuned"
+    bf16_key = ""
     last_ms: dict[str, float] = {}
     quick = QuickProbe(threads=threads)
 
@@ -432,7 +498,7 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         return ms
 
     def open_row(key):
-        nonlocal auto_key
+        nonlocal auto_key, bf16_key
         say(f"open {key}")
         t = time.perf_counter()
         try:
@@ -440,9 +506,12 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         except Exception as e:  # noqa: BLE001 - a row that cannot run is reported, not fatal
             rows[key] = BenchRow(key, LABELS[key], "", "", note=_one_line(e))
             return None
-        rows[key] = BenchRow(key, LABELS[key], device, precision, setup_s=time.perf_counter() - t, note=note)
+        rows[key] = BenchRow(key, LABELS[key], device, precision, setup_s=time.perf_counter() - t, note=note,
+                             psnr_vs_fp32_db=getattr(runner, "info", {}).get("psnr_db_vs_fp32"))
         if key == "native-fp32" and not runner.auto_reason:
             auto_key = key
+        if key in BF16_ROWS and not bf16_key:
+            bf16_key = key
         # A frame that would not fit in memory runs in tiles, as `upscale --tile auto` would run it.
         runner.arch = getattr(runner, "arch", None) or model
         try:
@@ -552,7 +621,8 @@ def bench(network: str | None, scale: int | None, *, output_size: tuple[int, int
         weights=weights, gemm_gflops=peak,
         gemm_detail={"before": probe_before, "after": probe_after, "around_runs": quick.samples},
         rows=[rows[k] for k in keys if k in rows], skipped=skipped, machine=machine_info(), warmup=warmup,
-        repeats=repeats, interleaved=bool(interleave), auto_key=auto_key)
+        repeats=repeats, interleaved=bool(interleave), auto_key=auto_key,
+        bf16_key=bf16_key if bf16_key in rows and rows[bf16_key].times_ms else "")
 
 
 def _one_line(e: BaseException) -> str:

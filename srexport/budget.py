@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from .errors import SRExportError
-from .steps import make_optimizer, train_step, validate
+from .steps import make_optimizer, train_step, validate, validation_psnrs
 
 if TYPE_CHECKING:
+    from .distributed import Ranks
     from .patches import PatchSet
     from .recipes import Recipe
 
@@ -47,11 +48,13 @@ class Calibration:
 
 def seconds_per_call(fn: Callable[[], object], *, warmup: int = 2, block: int = 5, min_calls: int = 10,
                      min_seconds: float = 1.0, max_seconds: float = 20.0,
-                     sync: Callable[[], object] = lambda: None) -> tuple[float, int]:
+                     sync: Callable[[], object] = lambda: None,
+                     agree: Callable[[bool], bool] = lambda done: done) -> tuple[float, int]:
     """Mean wall time of `fn` and how many calls were timed: `warmup` untimed calls (cuDNN's
     autotuning, allocator growth), then blocks of `block` calls, each ended by `sync` (a GPU runs
     behind the Python that queues its work), until at least `min_calls` calls and `min_seconds`
-    have gone by, or `max_seconds` has."""
+    have gone by, or `max_seconds` has. `agree` makes that decision one for all the processes of a
+    distributed run, whose steps must be as many on every rank."""
     for _ in range(warmup):
         fn()
     sync()
@@ -62,7 +65,7 @@ def seconds_per_call(fn: Callable[[], object], *, warmup: int = 2, block: int = 
         sync()
         calls += block
         elapsed = time.perf_counter() - start
-        if (calls >= min_calls and elapsed >= min_seconds) or elapsed >= max_seconds:
+        if agree((calls >= min_calls and elapsed >= min_seconds) or elapsed >= max_seconds):
             return elapsed / calls, calls
 
 
@@ -89,31 +92,54 @@ def fit_steps_per_epoch(seconds_left: float, epochs: int, calibration: Calibrati
 
 
 def calibrate(models: dict[int, nn.Module], patch_sets: dict[int, PatchSet], val_pairs: dict, recipe: Recipe,
-              base_lr: float, dev: torch.device, autocast, seed: int, time_budget: float) -> Calibration:
+              base_lr: float, dev: torch.device, autocast, seed: int, time_budget: float,
+              ranks: Ranks | None = None) -> Calibration:
     """Time training steps (going round the scales, as the epochs do) and one validation pass on
     throwaway copies of the models and optimizer, with their own batches, so that the run's weights
     and random state are left as they were: a run fitted to a budget trains exactly as one given
-    the fitted steps per epoch. The steps are timed for 1% of the budget (1 to 10 s)."""
+    the fitted steps per epoch. The steps are timed for 1% of the budget (1 to 10 s). With several
+    processes (`ranks`) the copies train as the run will, each rank on its share of the batches
+    and its share of the validation images, and every rank gets the slowest rank's times."""
+    from . import distributed
+
+    several = ranks is not None and ranks.several
     copies = copy.deepcopy(models)  # one deepcopy keeps the scales' shared parameters shared
     scales = list(copies)
     optimizer = make_optimizer(copies[scales[0]], recipe, base_lr)
     rng = np.random.default_rng(seed + 1)
-    batches = {s: patch_sets[s].batches(recipe.batch_size, rng, steps=2**62) for s in scales}
+    if several:
+        stepped = distributed.data_parallel(copies, ranks)
+        shards = {s: patch_sets[s].shards(recipe.batch_size, rng, ranks.rank, ranks.world, steps=2**62)
+                  for s in scales}
     turn = itertools.cycle(scales)
 
     def step() -> None:
         s = next(turn)
-        train_step(copies[s], optimizer, recipe, next(batches[s]), dev, autocast, recipe.alpha(0))
+        if several:
+            batch, share = next(shards[s])
+            train_step(stepped[s], optimizer, recipe, batch, dev, autocast, recipe.alpha(0), share, ranks.world)
+        else:
+            train_step(copies[s], optimizer, recipe, next(batches[s]), dev, autocast, recipe.alpha(0))
 
+    if not several:
+        batches = {s: patch_sets[s].batches(recipe.batch_size, rng, steps=2**62) for s in scales}
+    agree = (lambda done: bool(distributed.from_main(ranks, done))) if several else (lambda done: done)
     gpu = dev.type == "cuda"  # two warm-up steps a scale on a GPU, for cuDNN's autotuning
     with torch.random.fork_rng(devices=[dev] if gpu else [], device_type=dev.type):
         step_seconds, steps_timed = seconds_per_call(
             step, warmup=(2 if gpu else 1) * len(scales), min_seconds=min(10.0, max(1.0, 0.01 * time_budget)),
-            **timing_for(dev))
+            agree=agree, **timing_for(dev))
         t0 = time.perf_counter()
         for s in scales:
-            validate(copies[s], val_pairs[s], s, dev)
+            if several:
+                mine = distributed.my_part(ranks, len(val_pairs[s]))
+                validation_psnrs(copies[s], [val_pairs[s][i] for i in mine], s, dev)
+            else:
+                validate(copies[s], val_pairs[s], s, dev)
         validation_seconds = time.perf_counter() - t0
+    if several:
+        step_seconds, validation_seconds = (distributed.largest(ranks, step_seconds),
+                                            distributed.largest(ranks, validation_seconds))
     del copies, optimizer
     if gpu:
         torch.cuda.empty_cache()

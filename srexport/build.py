@@ -1,8 +1,9 @@
 """`build_artifacts`: the whole chain for one network and scale, each step verified before the next.
 
 checkpoint -> FP32 ONNX (vs PyTorch, max abs <= 1e-4) -> FP16 ONNX (FP16-rounded tensors, >= 50 dB)
--> TensorRT engine (vs PyTorch on the GPU, FP16 layer share). An existing artifact made from the
-same weights and settings and verified is reused; any other existing file needs `force`.
+-> engine (TensorRT 10/11 or TensorRT-RTX: parsed layers FP16, then vs PyTorch on the GPU and the
+engine's FP16 layer share where a GPU can run it). An existing artifact made from the same weights
+and settings and verified is reused; any other existing file needs `force`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnx
 from torch import nn
 
 from .checkpoint import ModelRecord, weights_sha256
-from .errors import MissingBackend, SRExportError
+from .errors import MissingBackend, SRExportError, VerificationFailed
 from .fp16 import KEEP_FP32, activation_peak, fp16_from_onnx, verify_fp16
 from .onnx_export import (DEFAULT_OPSET, check_onnx, onnx_from_model, save_verified, verification_path,
                           verify_onnx)
@@ -31,7 +32,7 @@ FP16_SIZES = (*DEFAULT_SIZES, (1, 96, 128))
 class Stage:
     name: str
     artifact: str = ""
-    status: str = "pending"  # done | reused | failed | missing | skipped
+    status: str = "pending"  # done | reused | built (not run) | failed | missing | skipped
     figure: str = ""
     seconds: float = 0.0
 
@@ -42,10 +43,11 @@ class BuildReport:
     scale: int
     stages: list[Stage] = field(default_factory=list)
     missing: str = ""  # what is missing to finish (TensorRT, a GPU), and how to get it
+    not_run: str = ""  # why an engine that was built could not be run and verified here
 
     def to_dict(self) -> dict:
         return {"network": self.network, "scale": self.scale, "missing": self.missing or None,
-                "stages": [vars(s) for s in self.stages]}
+                "not_run": self.not_run or None, "stages": [vars(s) for s in self.stages]}
 
     def table(self) -> str:
         rows = [f"{'stage':<14} {'status':<8} {'figure':<34} artifact"]
@@ -61,11 +63,14 @@ def artifact_paths(out_dir: str | Path, network: str, scale: int, io: str = "fp3
 
 
 def build_artifacts(model: nn.Module, record: ModelRecord, *, fp16: bool = True, io: str = "fp32",
-                    engine_options=None, onnx_only: bool = False, out_dir: str | Path = "engines",
-                    opset: int = DEFAULT_OPSET, force: bool = False,
+                    engine_options=None, engine_settings: dict | None = None, onnx_only: bool = False,
+                    out_dir: str | Path = "engines", opset: int = DEFAULT_OPSET, force: bool = False,
                     progress: Callable[[Stage], None] = lambda stage: None) -> BuildReport:
-    """Run the chain; raise MissingBackend at the engine step (after writing the ONNX files) when
-    TensorRT or a GPU is missing, VerificationFailed when an artifact does not match."""
+    """Run the chain; report `missing` at the engine step (after writing the ONNX files) when no
+    engine flavour is installed or TensorRT has no GPU, and `not_run` when a TensorRT-RTX engine was
+    built but no GPU here can run it; raise VerificationFailed when an artifact does not match.
+    `engine_settings` go to `engine.engine_from_onnx` (flavour, compute_capabilities,
+    memory_budget, shapes, settings)."""
     paths = artifact_paths(out_dir, record.network, record.scale, io)
     report = BuildReport(record.network, record.scale)
     source = weights_sha256(model)
@@ -122,21 +127,27 @@ def build_artifacts(model: nn.Module, record: ModelRecord, *, fp16: bool = True,
         stage.status, stage.figure = "done", f"PSNR {result.worst_psnr_db:.1f} dB, peak {peak['max_abs_activation']:.2f}"
 
     def engine(stage: Stage):
-        from . import tensorrt_build as trtb
+        from .engine import engine_from_onnx, read_sidecar, target_label, verify_engine
 
         onnx_path = paths["fp16"] if fp16 else paths["onnx"]
         engine_path = paths["engine16"] if fp16 else paths["engine32"]
         stage.artifact = str(engine_path)
-        built = trtb.engine_from_onnx(onnx_path, engine_path, engine_options, force=force)
-        result = trtb.verify_engine(engine_path, model, fp16=fp16)
-        share = built.fp16_share
+        built = engine_from_onnx(onnx_path, engine_path, engine_options, force=force, **(engine_settings or {}))
         stage.status = "reused" if built.reused else "done"
+        layers = built.sidecar["network_precisions"]
+        parsed = f"parsed: {layers['compute_layers']} conv layers {'FP16' if fp16 else 'FP32'}"
+        try:
+            result = verify_engine(engine_path, model)
+        except MissingBackend as e:  # TensorRT-RTX builds without a GPU; running needs an RTX-class one
+            stage.status = "reused" if built.reused else "built"
+            stage.figure = f"{parsed}; not run, for {target_label(built.sidecar)}"
+            report.not_run = str(e)
+            return
+        share = ((read_sidecar(engine_path) or {}).get("layer_precisions") or {}).get("fp16_share")  # as verified
         stage.figure = (f"PSNR {result.worst_psnr_db:.1f} dB" if fp16 else f"max abs {result.worst_max_abs:.2g}") + \
             (f", FP16 layers {share:.0%}" if share is not None else "")
         if not result:
-            raise SRExportError(f"{engine_path}: engine verification failed:\n{result}", exit_code=3)
-        if fp16 and (share is None or share < 0.5):
-            raise SRExportError(f"{engine_path}: --fp16 engine runs only {share!r} of its layers in FP16", exit_code=3)
+            raise VerificationFailed(f"{engine_path}: engine verification failed:\n{result}")
 
     run(Stage("onnx-fp32"), fp32_onnx)
     if fp16:

@@ -59,22 +59,36 @@ def artifact_info(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise SRExportError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        return {"kind": "checkpoint", "path": str(path), **read_record(path).to_dict()}
+        return _with_contract({"kind": "checkpoint", "path": str(path), **read_record(path).to_dict()})
     if path.suffix == ".onnx":
         from .onnx_export import record_from_onnx
 
         record, props = record_from_onnx(path)
         extra = {k: v for k, v in props.items() if k in ("weights_sha256", "precision", "io_dtype",
                                                           "kept_fp32_ops", "activation_peak")}
-        return {"kind": "onnx", "path": str(path), **record.to_dict(), **extra}
+        return _with_contract({"kind": "onnx", "path": str(path), **record.to_dict(), **extra})
     if path.suffix == ".engine":
-        from .tensorrt_build import read_sidecar
+        from .engine import read_sidecar, target_label
 
         sidecar = read_sidecar(path)
         if sidecar is None:
             raise SRExportError(f"{path}: engine has no readable JSON sidecar ({path}.json)")
-        return {"kind": "tensorrt-engine", "path": str(path), **sidecar}
+        return _with_contract({"kind": "engine", "path": str(path), "built_for": target_label(sidecar),
+                               "fp16_share": _engine_fp16_share(sidecar), **sidecar})
     raise SRExportError(f"{path}: unknown artifact type (expected .safetensors, .onnx or .engine)")
+
+
+def _with_contract(data: dict) -> dict:
+    from .contract import io_contract
+
+    return {**data, "io_contract": io_contract(data)}
+
+
+def _engine_fp16_share(sidecar: dict) -> dict:
+    """The share of compute layers in FP16: as the parsed network says (any machine) and as the
+    engine inspector says (once the engine has been loaded on a GPU by verify)."""
+    return {source: (sidecar.get(key) or {}).get("fp16_share")
+            for source, key in (("parsed_network", "network_precisions"), ("engine_inspector", "layer_precisions"))}
 
 
 def info_text(data: dict) -> str:
@@ -85,6 +99,10 @@ def info_text(data: dict) -> str:
         if key == "training" and isinstance(value, dict) and value:
             lines.append("training:")
             lines += [f"  {line}" for line in _training_lines(value)]
+        elif key == "io_contract" and isinstance(value, dict):
+            lines.append("io_contract:")
+            lines += [f"  {k}: {_compact(v)}" for k, v in value.items() if k != "checks"]
+            lines += [f"  check before running: {check}" for check in value.get("checks", [])]
         elif key == "metrics" and isinstance(value, dict) and value:
             lines.append("metrics:")
             lines += [f"  {line}" for line in _metrics_lines(value)]

@@ -168,61 +168,75 @@ def shape_option(name, help_text):
 @click.option("--fp16/--fp32", default=False, help="Build an FP16 engine from an FP16 ONNX graph (default FP32).")
 @click.option("--io", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Input/output dtype of the FP16 graph and engine.")
-@shape_option("--min-shape", "Smallest LR input of the engine profile (default 1x1).")
+@click.option("--engine", "flavour", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto",
+              show_default=True, help="Engine flavour: TensorRT 10/11, TensorRT for RTX (builds without a GPU), or "
+              "auto: TensorRT where it is installed, else TensorRT-RTX.")
+@click.option("--compute-capability", "compute_capabilities", metavar="LIST",
+              help="TensorRT-RTX: compute capabilities to build for, e.g. 8.6,8.9 (default: the GPU present, else "
+                   "8.0,8.6,8.9,12.0).")
+@shape_option("--min-shape", "Smallest LR input of the engine profile (default 32x32, or max if smaller).")
 @shape_option("--opt-shape", "LR input TensorRT tunes for (default: half of max).")
-@shape_option("--max-shape", "Largest LR input (default: covers a 1920x1080 output).")
+@shape_option("--max-shape", "Largest LR input (default: the largest up to a 1920x1080 output that fits the memory "
+                             "budget; larger frames are tiled).")
+@click.option("--memory-budget", default="2GiB", show_default=True, metavar="SIZE",
+              help="Activation memory the profile may need, measured by two probe builds; a larger profile is refused.")
+@click.option("--hardware-compatible", is_flag=True, help="TensorRT 10/11: an engine for every GPU from Ampere on.")
+@click.option("--version-compatible", is_flag=True, help="TensorRT 10/11: an engine later TensorRT versions can run.")
 @click.option("--onnx-only", is_flag=True, help="Stop after the verified ONNX files (no TensorRT needed).")
 @click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, the engine and its JSON sidecar.")
 @force_option
 @json_option
 @user_errors
-def build(name, scale, checkpoint, random_weights, fp16, io, min_shape, opt_shape, max_shape, onnx_only,
-          output_dir, force, as_json):
-    """Export, verify, convert to FP16, verify, build a TensorRT engine and verify it.
+def build(name, scale, checkpoint, random_weights, fp16, io, flavour, compute_capabilities, min_shape, opt_shape,
+          max_shape, memory_budget, hardware_compatible, version_compatible, onnx_only, output_dir, force, as_json):
+    """Export, verify, convert to FP16, verify, build an engine and verify it.
 
-    Without --scale, every scale that has a checkpoint is built. Where TensorRT or a GPU is
-    missing, every other step still runs and the command exits with code 4.
+    Without --scale, every scale that has a checkpoint is built. Where no engine flavour is
+    installed (or TensorRT has no GPU), every other step still runs and the command exits with
+    code 4. TensorRT-RTX builds ahead of time without a GPU: the engine is then built, its parsed
+    layers checked, and it is said plainly that it was not run.
 
     \b
     Example:
       srexport build espcn --fp16
+      srexport build espcn --scale 2 --fp16 --engine tensorrt-rtx --compute-capability 8.6,8.9
       srexport build vdsr --scale 2 --fp16 --onnx-only
-      srexport build fsrcnn --scale 3 --fp16 --max-shape 720x1280
+      srexport build fsrcnn --scale 3 --fp16 --max-shape 720x1280 --memory-budget 4GiB
     """
     from .build import build_artifacts
     from .catalog import chosen_networks
+    from .engine import parse_bytes, parse_shape
     from .errors import MissingBackend
 
+    if io == "fp16" and not fp16:
+        raise SRExportError("--io fp16 applies to FP16 engines: add --fp16")
+    shapes = {k: parse_shape(v) for k, v in (("min_shape", min_shape), ("opt_shape", opt_shape),
+                                             ("max_shape", max_shape)) if v}
+    engine_settings = {"flavour": flavour, "compute_capabilities": compute_capabilities, "shapes": shapes,
+                       "memory_budget": parse_bytes(memory_budget),
+                       "settings": {"hardware_compatible": hardware_compatible,
+                                    "version_compatible": version_compatible}}
     reports = []
     for model, record in chosen_networks(name, scale, checkpoint, random_weights):
-        options = engine_options(record.scale, min_shape, opt_shape, max_shape)
         if not as_json:
             click.echo(f"{record.network} x{record.scale}:")
-        report = build_artifacts(model, record, fp16=fp16, io=io, engine_options=options, onnx_only=onnx_only,
-                                 out_dir=output_dir, force=force,
+        report = build_artifacts(model, record, fp16=fp16, io=io, engine_settings=engine_settings,
+                                 onnx_only=onnx_only, out_dir=output_dir, force=force,
                                  progress=lambda s: as_json or click.echo(
                                      f"  {s.name:<12} {s.status:<8} {s.figure} ({s.seconds:.1f} s)"))
         reports.append(report)
         if not as_json:
             click.echo(report.table())
+            if report.not_run:
+                click.echo(f"  the engine was built and NOT run here ({report.not_run}); run "
+                           f"`srexport verify {report.stages[-1].artifact}` on a GPU that can run it")
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
     missing = next((r.missing for r in reports if r.missing), "")
     if missing:
         raise MissingBackend(f"{missing}. The verified ONNX files are in {output_dir}/ "
                              f"(pass --onnx-only to stop there and exit 0)")
-
-
-def engine_options(scale, min_shape, opt_shape, max_shape):
-    if not (min_shape or opt_shape or max_shape):
-        return None
-    from .tensorrt_build import EngineOptions, parse_shape
-
-    default = EngineOptions.default_for(scale)
-    return EngineOptions(min_shape=parse_shape(min_shape) if min_shape else default.min_shape,
-                         opt_shape=parse_shape(opt_shape) if opt_shape else default.opt_shape,
-                         max_shape=parse_shape(max_shape) if max_shape else default.max_shape)
 
 
 @main.command()
@@ -253,7 +267,8 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--scale", "-s", type=Scales(),
               help="Upscaling factor: 2, 3 or 4; several (2,3,4) train one model for all of them "
                    "(networks whose weights do not depend on the scale: SRCNN, VDSR, DRCN).")
-@click.option("--data", type=click.Path(path_type=Path), help="Folder of training images (e.g. T91).")
+@click.option("--data", type=click.Path(path_type=Path), multiple=True,
+              help="Folder of training images (e.g. T91); repeat it to train on several (--data T91 --data BSD200).")
 @click.option("--val", type=click.Path(path_type=Path),
               help="Folder of validation images (default: images held out of --data).")
 @click.option("--epochs", type=int, help="Epochs (default: the recipe's; with --resume, extends the run).")
@@ -266,7 +281,11 @@ def verify(artifact, checkpoint, as_json):
 @click.option("--context", type=int,
               help="LR pixels of real image around each training patch, seen by the network and left out of "
                    "the loss (default: the recipe's).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N (with several processes: cpu or cuda, a GPU each).")
+@click.option("--nproc", type=int,
+              help="Train data-parallel in this many processes on this machine (gloo on cpu, NCCL on cuda); "
+                   "--batch-size stays the global batch. torchrun --nproc-per-node N -m srexport.cli train ... too.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]),
               help="bf16: bfloat16 autocast for the training passes, for GPUs and for CPUs with bfloat16 "
                    "instructions (benchmarks/TRAINING.md); weights stay float32 (default fp32; a resumed run keeps "
@@ -284,8 +303,8 @@ def verify(artifact, checkpoint, as_json):
                    "by the scale, which a run over several scales needs.")
 @force_option
 @user_errors
-def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, context, device, precision,
-          resume, time_limit, time_budget, init_from, output, force):
+def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_epochs, context, device, nproc,
+          precision, resume, time_limit, time_budget, init_from, output, force):
     """Train NAME at --scale on a folder of images with the network's paper recipe.
 
     After every epoch the best checkpoint (by validation PSNR) and a resume file are written
@@ -305,14 +324,23 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
       srexport train --resume vdsr_x2.safetensors --epochs 120 --time-limit 9m
       srexport train vdsr -s 2,3,4 --data T91 --device cuda --precision bf16 -o 'vdsr_x{scale}.safetensors'
       srexport train drcn -s 3 --data T91 --device cuda --precision bf16 --time-budget 8m -o drcn_x3.safetensors
+      srexport train vdsr -s 2,3,4 --data T91 --data BSD200 --device cuda --nproc 2 --precision bf16 \\
+          --time-limit 9m -o 'vdsr_x{scale}.safetensors'
     """
+    import os
+
     from .train import train as train_network
 
-    result = train_network(name, scale, data, out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size,
-                           steps_per_epoch=steps_per_epoch, lr=lr, device=device, resume=resume, force=force,
-                           precision=precision, init_from=init_from, step_epochs=step_epochs,
-                           context=context, time_limit=time_limit, time_budget=time_budget)
-    click.echo(result.summary())
+    kwargs = dict(out_path=output, val_dir=val, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                  lr=lr, device=device, resume=resume, force=force, precision=precision, init_from=init_from,
+                  step_epochs=step_epochs, context=context, time_limit=time_limit, time_budget=time_budget)
+    if nproc is not None and nproc != 1:
+        from .distributed import launch
+
+        sys.exit(launch(nproc, dict(network=name, scale=scale, data_dir=data or None, **kwargs)))
+    result = train_network(name, scale, data or None, **kwargs)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        click.echo(result.summary())
     if not result.complete:
         sys.exit(EXIT_INCOMPLETE)
 
@@ -325,10 +353,12 @@ def train(name, scale, data, val, epochs, batch_size, steps_per_epoch, lr, step_
               help="Write the SR images and bicubic | model | HR comparison crops here.")
 @click.option("--record", "record_metrics", is_flag=True,
               help="Store the measured PSNR/SSIM in the checkpoint's metadata record.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: run the network as `upscale --precision bf16` does (CPUs with bf16 dot products).")
 @force_option
 @json_option
 @user_errors
-def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
+def eval_cmd(model, data, scale, save_images, record_metrics, precision, force, as_json):
     """Evaluate a network by the published protocol (MATLAB bicubic LR, Y PSNR/SSIM, border = scale).
 
     MODEL is a network name (its shipped checkpoint) or a .safetensors checkpoint. Prints per-image
@@ -338,17 +368,21 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
     Example:
       srexport eval espcn --scale 3 --data ../shared/datasets/Set5
       srexport eval my_vdsr_x2.safetensors --data Set14 --json
+      srexport eval espcn --scale 2 --data Set14 --precision bf16
     """
     from .checkpoint import load_checkpoint, record_metrics as store, resolve_network, shipped_checkpoint
     from .evaluate import evaluate
 
+    if record_metrics and precision != "fp32":
+        raise SRExportError("--record: a checkpoint records its FP32 figures; drop --record or --precision")
     if model.endswith(".safetensors") or Path(model).is_file():
         path = Path(model)
         net, record = load_checkpoint(path, scale=scale)
     else:
         net, record = resolve_network(model, scale)
         path = shipped_checkpoint(record.network, record.scale)
-    report = evaluate(net, data, record.scale, network=record.network, save_images=save_images, force=force)
+    report = evaluate(net, data, record.scale, network=record.network, save_images=save_images, force=force,
+                      precision=precision)
     emit(report.to_dict(), as_json, report.table())
     if record_metrics:
         paper = (report.published or {}).get("psnr")
@@ -367,17 +401,21 @@ def eval_cmd(model, data, scale, save_images, record_metrics, force, as_json):
 @checkpoint_option
 @click.option("--onnx", type=click.Path(dir_okay=False, path_type=Path), help="An srexport ONNX file.")
 @click.option("--engine", type=click.Path(dir_okay=False, path_type=Path), help="An srexport TensorRT engine.")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt", "native"]),
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt", "native", "openvino"]),
               default="auto", show_default=True,
               help="auto: TensorRT on an NVIDIA GPU, else the fused CPU kernel (native; FSRCNN, ESPCN), "
               "else ONNX Runtime, else PyTorch.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="bf16: CPUs with bf16 dot products (AVX512_BF16, AMX): the fused kernel in bf16, else OpenVINO, "
+              "each checked >= 50 dB from FP32 first. fp16: TensorRT, or ONNX Runtime's FP16 graph.")
 @click.option("--tile", help="Tile size in LR pixels, or 'auto' (tiles overlap by the receptive field: no seams).")
 @click.option("--codec", help="Video encoder (default libx264; libx265, libvpx-vp9, libsvtav1, ...).")
 @click.option("--crf", type=int, help="Video quality (default 18).")
 @click.option("--preset", help="Encoder preset (default veryfast; medium makes smaller files, slower).")
 @force_option
 @user_errors
-def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, tile, codec, crf, preset, force):
+def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, precision, tile, codec, crf, preset,
+            force):
     """Upscale images (PNG, JPEG, BMP, TIFF, WebP), folders, globs and videos.
 
     Colour images go through the network on Y (MATLAB BT.601) with Cb/Cr by bicubic; alpha and
@@ -388,6 +426,7 @@ def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, t
     Example:
       srexport upscale photo.png frames/ -o out/ --model espcn --scale 2
       srexport upscale clip.mp4 -o clip_x2.mp4 --model espcn --scale 2 --crf 20
+      srexport upscale clip.mp4 -o clip_x2.mp4 --model espcn --scale 2 --precision bf16
     """
     from .images import upscale_many
     from .runtime import open_runner_for
@@ -395,7 +434,7 @@ def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, t
 
     # No spinning worker threads: colour conversion, decoding and encoding need the cores between runs.
     runner = open_runner_for(network, scale, checkpoint=checkpoint, onnx=onnx, engine=engine, backend=backend,
-                             spin=False)
+                             precision=precision, spin=False)
     failures = upscale_many(runner, inputs, output, force=force, tile=parse_tile(tile), codec=codec, crf=crf,
                             preset=preset)
     if failures:
@@ -408,22 +447,27 @@ def upscale(inputs, output, network, scale, checkpoint, onnx, engine, backend, t
 @checkpoint_option
 @click.option("--output-size", default="1920x1080", show_default=True, metavar="WxH", help="Output frame size.")
 @click.option("--backend", "backends", multiple=True,
-              help="Limit to these backends or rows (repeatable): auto, torch, onnxruntime, tensorrt, native, ...")
+              help="Limit to these backends or rows (repeatable): auto, torch, onnxruntime, tensorrt, native, "
+              "openvino, bf16, ...")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="Only the rows of this precision (bf16 includes OpenVINO's default precision, the peer).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed runs per backend (median).")
 @json_option
 @user_errors
-def bench(name, scale, checkpoint, output_size, backends, repeats, as_json):
+def bench(name, scale, checkpoint, output_size, backends, precision, repeats, as_json):
     """Time NAME on every available backend side by side, with a GEMM probe of this machine's peak.
 
     \b
     Example:
       srexport bench espcn --scale 2
       srexport bench vdsr --scale 2 --output-size 1280x720 --json
+      srexport bench espcn --scale 2 --precision bf16
     """
     from .bench import bench as run_bench
 
     report = run_bench(name, scale or 2, output_size=output_size, backends=list(backends) or None,
-                       checkpoint=checkpoint, repeats=repeats, progress=None if as_json else click.echo)
+                       checkpoint=checkpoint, repeats=repeats, precision=precision,
+                       progress=None if as_json else click.echo)
     emit(report.to_dict(), as_json, report.table())
 
 

@@ -127,13 +127,15 @@ class _ModuleRunner:
 
 def evaluate(model_or_runner: nn.Module | Callable[[np.ndarray], np.ndarray], data_dir: str | os.PathLike,
              scale: int, *, network: str | None = None, save_images: str | os.PathLike | None = None,
-             device: str = "cpu", force: bool = False) -> EvalReport:
+             device: str = "cpu", force: bool = False, precision: str = "fp32") -> EvalReport:
     """Evaluate a network (nn.Module) or a runner (callable (1,1,H,W) float32 -> (1,1,sH,sW)) on
     every image of `data_dir` at `scale` by the published protocol.
 
     `network` names the network for the published lookup (taken from the module when omitted).
     `save_images`: a folder for `<stem>_x<s>_<network>.png` (the SR Y image) and
     `<stem>_x<s>_compare.png` (a bicubic | model | HR crop); existing files need `force`.
+    `precision` other than "fp32" runs a network through `runtime.open_runner` at that precision
+    (bf16: the checked CPU routes) instead of PyTorch FP32.
     """
     t0 = time.perf_counter()
     scale = int(scale)
@@ -148,7 +150,12 @@ def evaluate(model_or_runner: nn.Module | Callable[[np.ndarray], np.ndarray], da
             raise SRExportError(f"{network or 'model'} is a x{model_scale} network, asked to evaluate x{scale}")
         restore_training = model.training
         model.eval()
-        runner = _ModuleRunner(model, device)
+        if precision == "fp32":
+            runner = _ModuleRunner(model, device)
+        else:
+            from .runtime import open_runner
+
+            runner = open_runner(model=model, precision=precision)
     elif callable(model_or_runner):
         runner = model_or_runner
     else:

@@ -16,6 +16,12 @@ The C file is compiled on first use with the system's C compiler (`$CC`, else `c
 `-march=native` into ~/.cache/srexport/native, keyed by the source, the compiler and the CPU, so
 a cached library is never run on a CPU it was not built for. Every runner checks its output
 against ONNX Runtime on the original graph (within 1e-5) before it is used.
+
+`precision="bf16"` (built where the CPU has AVX512_BF16): the layers after the first read bf16
+activations and bf16 weights and sum in FP32 (vdpbf16ps); the first layer reads the FP32 image
+and the last writes FP32 taps. Such a runner is checked against ONNX Runtime's FP32 output on
+real LR images (srexport/samples) and used only at >= 50 dB PSNR of the difference, the bar of
+the FP16 graphs (`BF16_MIN_PSNR_DB`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,39 @@ class NotAChain(SRExportError):
 
 class CheckFailed(SRExportError):
     """The fused kernel's output on the check inputs is not within 1e-5 of ONNX Runtime's."""
+
+
+class NotBF16(SRExportError):
+    """bf16 was asked for where it cannot run: a CPU or build without bf16 dot products, or a chain
+    whose channels do not pair up."""
+
+
+BF16_MIN_PSNR_DB = 50.0  # the FP16 graphs' bar (fp16.py), for bf16 against FP32 on real images
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (/proc/cpuinfo `flags`), empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_refusal(flags: set[str] | None = None) -> str:
+    """"" when this CPU (or one with `flags`) has bf16 dot products, else why --precision bf16 is
+    refused: without them bf16 would be emulated by conversions around FP32 arithmetic, slower than
+    FP32 and no more accurate."""
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return ""
+    if not flags:
+        return "--precision bf16: cannot read this CPU's features (/proc/cpuinfo); use --precision fp32"
+    return ("--precision bf16: this CPU has no bf16 dot products (AVX512_BF16 or AMX-BF16), so bf16 would be "
+            "slower than FP32 here; use --precision fp32")
 
 
 class NotPreferred(SRExportError):
@@ -243,7 +282,8 @@ def _check_limits(chain: Chain, where: str) -> None:
 # --- compiling and loading the C kernel ------------------------------------------------------
 
 class _Conv(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_int) for name in ("cin", "cout", "kh", "kw", "top", "left", "act")] + \
+    _fields_ = [(name, ctypes.c_int) for name in ("cin", "cout", "kh", "kw", "top", "left", "act",
+                                                  "in_bf16", "out_bf16")] + \
                [(name, ctypes.c_void_p) for name in ("w", "b", "slope")]
 
 
@@ -321,6 +361,7 @@ def _build_and_load() -> ctypes.CDLL:
     lib.sr_chain_rows.restype = ctypes.c_int
     lib.sr_block.restype = ctypes.c_int
     lib.sr_vector_floats.restype = ctypes.c_int
+    lib.sr_has_bf16.restype = ctypes.c_int
     lib.sr_block.argtypes = [ctypes.c_int]
     lib.sr_chain_rows.argtypes = [ctypes.c_int, ctypes.POINTER(_Conv), ctypes.c_int, ctypes.POINTER(_Taps),
                                   ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
@@ -353,6 +394,44 @@ def applicable(proto, where: str = "ONNX model") -> str:
     return ""
 
 
+def bf16_words(weight: np.ndarray) -> np.ndarray:
+    """(..., cin, ...) FP32 -> uint32 words holding bf16 pairs of channels (2p, 2p + 1) along axis
+    -1 of the input (low half: 2p), rounded to nearest even as vcvtneps2bf16 does."""
+    bits = np.ascontiguousarray(weight, np.float32).view(np.uint32).astype(np.uint64)
+    half = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint32)
+    return half[..., 0::2] | (half[..., 1::2] << 16)
+
+
+def bf16_round(x: np.ndarray) -> np.ndarray:
+    """FP32 values rounded to bf16 (nearest even), as FP32."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+
+
+def _paired(layers: list[Conv], block_of) -> list[Conv]:
+    """`layers` with zero channels added where bf16 needs pairs: every output but the last in an even
+    count with even register blocks (FSRCNN-s's 5-channel shrink becomes 6), and the next layer's
+    input to match. The added channels are 0 (zero weights and bias, PReLU keeps 0 at 0), so the
+    result is the same."""
+    out = [Conv(c.weight, c.bias, c.top, c.left, c.act, c.slope) for c in layers]
+    for i, c in enumerate(out[:-1]):
+        cout = c.weight.shape[0]
+        want = cout
+        while want % 2 or block_of(want) % 2:
+            want += 1
+        if want == cout:
+            continue
+        extra = want - cout
+        c.weight = np.concatenate([c.weight, np.zeros((extra, *c.weight.shape[1:]), np.float32)])
+        c.bias = np.concatenate([c.bias, np.zeros(extra, np.float32)])
+        if c.slope is not None:
+            c.slope = np.concatenate([c.slope, np.zeros(extra, np.float32)])
+        nxt = out[i + 1]
+        w = nxt.weight
+        nxt.weight = np.concatenate([w, np.zeros((w.shape[0], extra, *w.shape[2:]), np.float32)], axis=1)
+    return out
+
+
 # --- the runner ------------------------------------------------------------------------------
 
 class NativeRunner:
@@ -360,11 +439,19 @@ class NativeRunner:
     band per thread (ctypes releases the GIL during the call)."""
 
     def __init__(self, proto, *, threads: int | None = None, where: str = "ONNX model", check: bool = True,
-                 for_auto: bool = False):
+                 for_auto: bool = False, precision: str = "fp32"):
         from .runtime import physical_cores
 
+        if precision not in ("fp32", "bf16"):
+            raise SRExportError(f"the fused kernel computes in fp32 or bf16, not {precision}")
         self.chain = chain_from_onnx(proto, where)
+        self.precision = precision
+        if precision == "bf16" and bf16_refusal():
+            raise NotBF16(bf16_refusal())
         self.lib = library()
+        if precision == "bf16" and not self.lib.sr_has_bf16():
+            raise NotBF16(f"--precision bf16: the fused kernel built here by {compiler()} has no bf16 dot products "
+                          "(the compiler does not enable AVX512_BF16 for -march=native)")
         self.vector_floats = self.lib.sr_vector_floats()
         self.auto_reason = auto_choice(self.chain, self.vector_floats)  # "" when `auto` takes it
         if for_auto and self.auto_reason:
@@ -372,22 +459,35 @@ class NativeRunner:
         self.scale = self.chain.scale
         self.threads = threads or physical_cores()
         self._keep = []  # the arrays the C structures point into
-        self._layers = (_Conv * len(self.chain.layers))()
-        for i, c in enumerate(self.chain.layers):
+        layers = _paired(self.chain.layers, self.lib.sr_block) if precision == "bf16" else self.chain.layers
+        self._layers = (_Conv * len(layers))()
+        last = len(layers) - 1
+        for i, c in enumerate(layers):
             cout, cin, kh, kw = c.weight.shape
             block = self.lib.sr_block(cout)  # weights packed [cout / block][cin][kh][kw][block]
+            # bf16: every layer after the first reads bf16 pairs, every layer before the last writes them
+            in_bf16, out_bf16 = precision == "bf16" and i > 0, precision == "bf16" and i < last
+            if (in_bf16 and cin % 2) or (out_bf16 and block % 2):
+                raise NotBF16(f"{where}: layer {i + 1}'s channels ({cin} in, {cout} out in blocks of {block}) "
+                              "do not pair up for bf16; use --precision fp32")
             packed = c.weight.reshape(cout // block, block, cin, kh, kw).transpose(0, 2, 3, 4, 1)
-            self._layers[i] = _Conv(cin, cout, kh, kw, c.top, c.left, c.act, self._ptr(packed), self._ptr(c.bias),
+            if in_bf16:  # [cout / block][cin / 2][kh][kw][block] words of channel pairs
+                packed = bf16_words(packed.transpose(0, 2, 3, 4, 1))  # pairs along cin, the last axis
+                packed = packed.transpose(0, 4, 1, 2, 3)
+            self._layers[i] = _Conv(cin, cout, kh, kw, c.top, c.left, c.act, int(in_bf16), int(out_bf16),
+                                    self._ptr(packed), self._ptr(c.bias),
                                     None if c.slope is None else self._ptr(c.slope))
         ch = self.chain
         self._taps = _Taps(self._ptr(ch.phase), self._ptr(ch.dy), self._ptr(ch.dx), self._ptr(ch.bias))
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-        self.name = "native-cpu-fused"
-        self.info = {"backend": "native", "device": "cpu", "threads": self.threads,
+        self.name = "native-cpu-fused" + ("-bf16" if precision == "bf16" else "")
+        self.info = {"backend": "native", "device": "cpu", "threads": self.threads, "precision": precision,
                      "vector_floats": self.vector_floats,
                      "kernel": f"{SOURCE.name}, fused row-streaming chain of {len(self.chain.layers)} layers"}
         self._bytes_per_lr_pixel = 4.0 * (1 + self.scale ** 2)  # input and output only: tiling never needed
-        if check:
+        if check and precision == "bf16":
+            self.info["psnr_db_vs_fp32"] = self._check_bf16(proto, where)
+        elif check:
             self.info["max_abs_vs_onnxruntime"] = self._check(proto, where)
 
     def _ptr(self, a: np.ndarray) -> int:
@@ -409,6 +509,22 @@ class NativeRunner:
             raise CheckFailed(f"{where}: the fused kernel's output differs from ONNX Runtime's by {worst:.2e} "
                                 f"(more than {MAX_ABS:g}); use --backend onnxruntime")
         return worst
+
+    def _check_bf16(self, proto, where: str) -> float:
+        """The worst PSNR of the difference from ONNX Runtime's FP32 output on real LR crops (the
+        verify sizes, an odd batch of 2 included, and one of several bands per thread); CheckFailed
+        under BF16_MIN_PSNR_DB."""
+        from .runtime import OnnxRuntimeRunner
+        from .verify import DEFAULT_SIZES, compare, real_inputs
+
+        reference = OnnxRuntimeRunner(proto.SerializeToString(), threads=1)
+        inputs = real_inputs((*DEFAULT_SIZES, (1, 3 * MIN_BAND_ROWS + 5, 120)))
+        result = compare(reference, self, inputs, reference_name="onnxruntime-fp32", candidate_name=self.name,
+                         min_psnr_db=BF16_MIN_PSNR_DB)
+        if not result:
+            raise CheckFailed(f"{where}: the fused kernel in bf16 is {result.worst_psnr_db:.1f} dB from FP32 on real "
+                              f"images (under {BF16_MIN_PSNR_DB:g} dB); use --precision fp32")
+        return round(result.worst_psnr_db, 2)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -252,6 +252,39 @@ class PatchSet:
         A full pass over the patches by default (the last batch may be short); with `steps`, exactly
         that many batches, wrapping around into a fresh permutation when the patches run out.
         """
+        for indices, transforms in self._plan(batch_size, rng, steps):
+            yield self.batch(indices, transforms)
+
+    def shards(self, batch_size: int, rng: np.random.Generator, rank: int, world: int, *,
+               steps: int | None = None) -> Iterator[tuple[tuple, float]]:
+        """Process `rank`'s part of each of `batches`' batches when `world` processes train together,
+        with the share of the batch's loss that part carries: (batch, share) per step.
+
+        Every process draws the same plan from the same `rng` state, as one process would, and takes
+        its consecutive slice of each batch (sizes differ by at most one); the share is its samples'
+        fraction of the batch, or, with context, its loss-mask pixels' fraction. Losses weighted by
+        their shares and summed over the processes are the batch's loss (steps.train_step), so the
+        processes train as one process on the whole batch, and a run may be resumed with another
+        number of processes. A process left without a sample (a last batch smaller than `world`)
+        gets a stand-in sample with share 0."""
+        if not 0 <= rank < world:
+            raise SRExportError(f"process rank {rank} is not in 0..{world - 1}")
+        for indices, transforms in self._plan(batch_size, rng, steps):
+            mine = np.array_split(np.arange(len(indices)), world)[rank]
+            if not len(mine):
+                yield self.batch(indices[:1], None if transforms is None else transforms[:1]), 0.0
+                continue
+            batch = self.batch(indices[mine], None if transforms is None else transforms[mine])
+            if self.context:  # a transform moves mask pixels but keeps their count
+                counts = self.loss_mask(indices).reshape(len(indices), -1).sum(axis=1, dtype=np.int64)
+                share = float(counts[mine].sum()) / float(counts.sum())
+            else:
+                share = len(mine) / len(indices)
+            yield batch, share
+
+    def _plan(self, batch_size: int, rng: np.random.Generator, steps: int | None
+              ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The (indices, transforms) of each batch of an epoch (see `batches`)."""
         if batch_size < 1:
             raise SRExportError(f"batch size must be at least 1, got {batch_size}")
         total = self.steps_per_epoch(batch_size) if steps is None else int(steps)
@@ -262,7 +295,7 @@ class PatchSet:
                 perm, transforms = self.epoch_plan(batch_size, rng)
                 pos = 0
             end = min(pos + batch_size, len(perm))
-            yield self.batch(perm[pos:end], transforms[pos:end] if self.augment else None)
+            yield perm[pos:end], (transforms[pos:end] if self.augment else None)
             pos = end
 
 

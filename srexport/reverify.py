@@ -20,7 +20,7 @@ def verify_artifact(path: str | os.PathLike, checkpoint=None) -> VerifyResult:
     if path.suffix == ".onnx":
         return _verify_onnx_file(path, checkpoint)
     if path.suffix == ".engine":
-        from .tensorrt_build import read_sidecar, verify_engine
+        from .engine import read_sidecar, verify_engine
 
         sidecar = read_sidecar(path)
         if sidecar is None:

@@ -25,7 +25,7 @@ class RunSettings:
     hparams: dict
     seed: int
     precision: str
-    data_dir: Path
+    data_dirs: tuple[Path, ...]  # the training folders, in the order given: one patch pipeline over all
     val_dir: Path | None
     out: Path  # the checkpoint path; {scale} in it for a run over several scales
     steps_per_epoch: int | None  # None: one pass over the patches
@@ -35,10 +35,28 @@ class RunSettings:
     def label(self) -> str:
         return f"{self.network} {scales_label(self.scales)}"
 
+    @property
+    def data_dir(self) -> Path:
+        """The first training folder (the only one for a run on one folder)."""
+        return self.data_dirs[0]
+
 
 def scales_label(scales) -> str:
     """(2,) -> 'x2'; (2, 3, 4) -> 'x2+3+4'."""
     return "x" + "+".join(str(s) for s in scales)
+
+
+def as_folders(data) -> tuple[Path, ...] | None:
+    """One folder or several (repeated --data) as a tuple of Paths; None or () for none."""
+    if data is None:
+        return None
+    folders = tuple(Path(d) for d in data) if isinstance(data, (list, tuple)) else (Path(data),)
+    return folders or None
+
+
+def folders_label(folders) -> str:
+    """(T91,) -> 'T91'; (T91, BSD200) -> 'T91+BSD200'."""
+    return "+".join(Path(f).name for f in folders)
 
 
 def as_scales(scale) -> tuple[int, ...] | None:
@@ -54,7 +72,8 @@ def new_run(network: str | None, scales: tuple[int, ...] | None, data_dir, *, ou
         raise SRExportError("name the network to train")
     if not scales:
         raise SRExportError(f"{network}: pass --scale (2, 3 or 4)")
-    if data_dir is None:
+    data_dirs = as_folders(data_dir)
+    if data_dirs is None:
         raise SRExportError("pass --data FOLDER with the training images")
     recipe = recipe_for(network)
     if batch_size is not None:
@@ -72,7 +91,7 @@ def new_run(network: str | None, scales: tuple[int, ...] | None, data_dir, *, ou
                else f"{network}_x{scales[0] if len(scales) == 1 else '{scale}'}.safetensors")
     return _checked(RunSettings(
         network, scales, recipe, float(lr) if lr is not None else recipe.lr, dict(hparams or {}),
-        0 if seed is None else int(seed), precision or "fp32", Path(data_dir),
+        0 if seed is None else int(seed), precision or "fp32", data_dirs,
         Path(val_dir) if val_dir is not None else None, out, steps_per_epoch,
         # loaded before the data so that a wrong file fails at once
         load_checkpoint(init_from, network=network) if init_from is not None else None))
@@ -104,10 +123,15 @@ def resumed_run(state: dict, network: str | None, scales: tuple[int, ...] | None
     if out_path is not None and Path(out_path).resolve() != out.resolve():
         raise SRExportError(f"{where}: the resumed run writes {out}; omit -o or pass that path")
     val_dir = val_dir if val_dir is not None else state["val_dir"]
+    kept_dirs = tuple(Path(d) for d in state.get("data_dirs") or [state["data_dir"]])  # older files: one folder
+    data_dirs = as_folders(data_dir) or kept_dirs
+    if len(data_dirs) != len(kept_dirs):  # the images themselves are compared once they are listed (train.py)
+        raise SRExportError(f"{where}: the run trained on {folders_label(kept_dirs)} "
+                            f"({', '.join(map(str, kept_dirs))}), not on {folders_label(data_dirs)} ({', '.join(map(str, data_dirs))})")
     return _checked(RunSettings(
         state["network"], kept_scales, recipe.replace(epochs=int(epochs) if epochs is not None else state["epochs_total"]),
         state["base_lr"], state["hparams"], state["seed"], kept_precision,
-        Path(data_dir if data_dir is not None else state["data_dir"]), Path(val_dir) if val_dir is not None else None,
+        data_dirs, Path(val_dir) if val_dir is not None else None,
         out, state["steps_per_epoch"]))
 
 
@@ -119,6 +143,8 @@ def _checked(run: RunSettings) -> RunSettings:
     if len(scales) > 1 and not get_spec(network).scale_free_weights:
         raise SRExportError(f"{network}: its weights depend on the scale, so a run trains one scale "
                             f"(several at once: {', '.join(n for n in list_networks() if get_spec(n).scale_free_weights)})")
+    if len({d.resolve() for d in run.data_dirs}) != len(run.data_dirs):
+        raise SRExportError(f"{', '.join(map(str, run.data_dirs))}: a training folder is given twice")
     if run.precision not in PRECISIONS:
         raise SRExportError(f"unknown precision {run.precision!r} (choose from {', '.join(PRECISIONS)})")
     if recipe.epochs < 1:

@@ -20,6 +20,11 @@ chain of Convs and activations ending in a ConvTranspose or a sub-pixel Conv (FS
 ESPCN), runs FSRCNN 3-4x and ESPCN 1.1-1.2x faster than the tuned session with AVX-512, and is used
 only when a C compiler built it here with vectors wide enough to win (`native.auto_choice`) and
 its output matched ONNX Runtime's within 1e-5; anything else falls through to the tuned session.
+
+`precision="bf16"` is for CPUs with bf16 dot products (AVX512_BF16, AMX-BF16; refused elsewhere,
+`native.bf16_refusal`): the fused kernel in bf16 where it applies, else OpenVINO with its bf16
+hint (`openvino_runner.py`), each checked against FP32 on real images (>= 50 dB) before use.
+`auto` stays FP32 unless bf16 (or fp16) is asked for.
 """
 
 from __future__ import annotations
@@ -34,10 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import MissingBackend, SRExportError
+from .errors import MissingBackend, SRExportError, VerificationFailed
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "native")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "native", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def physical_cores() -> int:
@@ -172,12 +177,18 @@ class _NamedRunner:
 # --- availability -----------------------------------------------------------------------------
 
 def tensorrt_available() -> bool:
-    """`import tensorrt` works and a CUDA GPU is visible."""
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):
+    """An engine flavour is installed and this machine's GPU can run its engines."""
+    from .engine import installed_flavours, load_flavour
+
+    if not torch.cuda.is_available():
         return False
-    return torch.cuda.is_available()
+    for name in installed_flavours():
+        try:
+            load_flavour(name).check_runnable({}, "this GPU")
+        except SRExportError:
+            continue
+        return True
+    return False
 
 
 def onnxruntime_available() -> bool:
@@ -201,7 +212,8 @@ def open_runner(*, model: nn.Module | None = None, onnx_path: str | os.PathLike 
     the fused CPU kernel where the network is a chain it runs (FSRCNN, ESPCN), else the tuned ONNX
     Runtime CPU path, else PyTorch. "torch", "onnxruntime", "tensorrt" and "native" force one.
     precision "fp16": torch half on a CUDA GPU, an FP16 ONNX graph (FP32 I/O) for ONNX Runtime or
-    an FP16 engine for TensorRT (an FP16 engine file already is one).
+    an FP16 engine for TensorRT (an FP16 engine file already is one). "bf16": a CPU run (see the
+    module docstring) on auto, native or openvino; "openvino" runs fp32 or bf16.
     """
     if backend not in BACKENDS:
         raise SRExportError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -229,7 +241,7 @@ def _architecture(onnx_path, engine_path) -> nn.Module | None:
 
             return record_from_onnx(onnx_path)[0].build(str(onnx_path))
         if engine_path is not None:
-            from .tensorrt_build import read_sidecar
+            from .engine import read_sidecar
 
             record = (read_sidecar(engine_path) or {}).get("record")
             if record:
@@ -240,6 +252,8 @@ def _architecture(onnx_path, engine_path) -> nn.Module | None:
 
 
 def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spin, build_engine):
+    if precision == "bf16" or backend == "openvino":
+        return _cpu_reduced_runner(model, onnx_path, engine_path, backend, precision, threads)
     if backend == "tensorrt":
         return _tensorrt_runner(model, onnx_path, engine_path, precision, build_engine)
     if backend == "auto" and tensorrt_available() and (engine_path is not None or (build_engine and (
@@ -273,6 +287,42 @@ def _open_runner(model, onnx_path, engine_path, backend, precision, threads, spi
         raise MissingBackend(f"{engine_path}: TensorRT or a CUDA GPU is missing and no ONNX file or network is "
                              "available to run instead")
     return _torch_runner(model, precision)
+
+
+def _cpu_reduced_runner(model, onnx_path, engine_path, backend, precision, threads):
+    """--precision bf16 (any backend) and --backend openvino (any precision)."""
+    from .native import CheckFailed, bf16_refusal
+
+    if precision == "fp16":
+        raise SRExportError("--backend openvino runs fp32 or bf16 here (fp16 is for ONNX Runtime's FP16 graph "
+                            "and TensorRT)")
+    if backend not in ("auto", "native", "openvino"):
+        raise SRExportError(f"--precision bf16 is for CPU runs on --backend auto, native or openvino, not {backend} "
+                            "(ONNX Runtime has no bf16 CPU convolutions; on a GPU use --precision fp16)")
+    if precision == "bf16" and bf16_refusal():
+        raise SRExportError(bf16_refusal())
+    graph = functools.cache(
+        lambda: _onnx_proto(model, onnx_path or (_engine_onnx(engine_path) if model is None else None)))
+    if backend in ("auto", "native"):
+        try:
+            return _native_runner(graph, precision, threads, for_auto=backend == "auto")
+        except SRExportError as e:
+            if backend == "native":
+                raise
+            if isinstance(e, CheckFailed):
+                warnings.warn(f"fused CPU kernel not used ({e}); trying OpenVINO", stacklevel=3)
+    return _openvino_runner(model, graph, precision, threads)
+
+
+def _openvino_runner(model, graph, precision: str, threads):
+    from .openvino_runner import OpenVINORunner
+
+    proto, where = graph()
+    runner = OpenVINORunner(proto, precision=precision, threads=threads, where=where, tuned=True)
+    if runner.scale is None and model is not None:
+        runner.scale = model.scale
+    runner.info["source"] = where
+    return runner
 
 
 def _torch_runner(model, precision: str) -> TorchRunner:
@@ -356,13 +406,13 @@ def _ort_runner(model, graph, precision: str, threads, spin: bool, *, tuned: boo
 def _native_runner(graph, precision: str, threads, *, for_auto: bool = False):
     from .native import NativeRunner, NotAChain
 
-    if precision != "fp32":
-        raise SRExportError("--backend native computes in FP32 only")
+    if precision not in ("fp32", "bf16"):
+        raise SRExportError("--backend native computes in fp32 or bf16")
     if not onnxruntime_available():  # each session checks its output against ONNX Runtime's
         raise MissingBackend("--backend native needs onnxruntime to check its output: pip install onnxruntime")
     proto, where = graph()
     try:
-        runner = NativeRunner(proto, threads=threads, where=where, for_auto=for_auto)
+        runner = NativeRunner(proto, threads=threads, where=where, for_auto=for_auto, precision=precision)
     except NotAChain as e:
         raise NotAChain(f"{e} (--backend native runs FSRCNN and ESPCN-style chains; use auto or onnxruntime)") \
             from None
@@ -372,7 +422,7 @@ def _native_runner(graph, precision: str, threads, *, for_auto: bool = False):
 
 def _engine_onnx(engine_path):
     """The ONNX file an engine's sidecar names, to run on the CPU when TensorRT cannot be used."""
-    from .tensorrt_build import read_sidecar
+    from .engine import read_sidecar
 
     sidecar = read_sidecar(engine_path) or {}
     onnx_file = sidecar.get("onnx_path")
@@ -392,52 +442,68 @@ def engine_cache_dir() -> Path:
 
 
 def _tensorrt_runner(model, onnx_path, engine_path, precision: str, build_engine: bool):
-    from . import tensorrt_build as tb
+    from . import engine as eng
 
-    tb._trt()  # MissingBackend with the install hint
-    tb.require_cuda()
     if engine_path is None:
         if not build_engine:
-            raise SRExportError("--backend tensorrt needs --engine (or allow building one)")
-        engine_path = _cached_engine(model, onnx_path, precision)
-    sidecar = tb.read_sidecar(engine_path) or {}
-    inner = tb.TensorRTRunner(engine_path)
+            raise SRExportError("the TensorRT backend needs an engine file (or allow building one)")
+        flavour = eng.load_flavour()
+        flavour.check_runnable({}, "this machine")  # before building what could not run here
+        engine_path = _cached_engine(model, onnx_path, precision, flavour)
+    sidecar = eng.read_sidecar(engine_path) or {}
+    inner = eng.TensorRTRunner(engine_path)
     scale = sidecar.get("scale") or (model.scale if model is not None else None)
-    runner = _NamedRunner(inner, scale=scale, name=f"tensorrt-{sidecar.get('precision', precision)}",
-                          info={"backend": "tensorrt", "engine": str(engine_path),
-                                "tensorrt_version": sidecar.get("tensorrt_version"), "gpu": sidecar.get("gpu"),
-                                "profile": sidecar.get("profile")})
+    runner = _NamedRunner(inner, scale=scale, name=f"{inner.flavour.name}-{sidecar.get('precision', precision)}",
+                          info={"backend": inner.flavour.name, "engine": str(engine_path),
+                                "tensorrt_version": sidecar.get("tensorrt_version"),
+                                "built_for": eng.target_label(sidecar), "profile": sidecar.get("profile")})
     profile_max = (sidecar.get("profile") or {}).get("max")
     if profile_max:
         runner._max_hw = (int(profile_max[2]), int(profile_max[3]))
     return runner
 
 
-def _cached_engine(model, onnx_path, precision: str) -> Path:
-    """Build (or reuse) an engine for this network and precision in the engine cache folder."""
+def _cached_engine(model, onnx_path, precision: str, flavour) -> Path:
+    """Build (or reuse) an engine for this network and precision in the engine cache folder, each
+    artifact verified as `srexport build` verifies it: the FP16 graph with FP16 rounding (>= 50 dB),
+    the engine against the network (PyTorch on the GPU, or the FP32 ONNX file run by ONNX Runtime
+    when only that was given)."""
     import hashlib
 
-    from . import tensorrt_build as tb
+    from . import engine as eng
     from .atomic import write_bytes
 
-    proto, where = _onnx_proto(model, onnx_path)
+    proto, _ = _onnx_proto(model, onnx_path)
+    reference = model if model is not None else OnnxRuntimeRunner(proto.SerializeToString())
     if precision == "fp16":
-        from .fp16 import fp16_from_onnx
+        from .build import FP16_SIZES
+        from .fp16 import FP16_MIN_PSNR_DB, fp16_emulation_graph, fp16_from_onnx
+        from .verify import compare, real_inputs
 
         proto = fp16_from_onnx(proto, io="fp32")
+        checked = compare(reference if model is None else TorchRunner(model),
+                          OnnxRuntimeRunner(fp16_emulation_graph(proto).SerializeToString(), exact_fp16=True),
+                          real_inputs(FP16_SIZES), candidate_name="onnx-fp16 (FP16-rounded tensors)",
+                          min_psnr_db=FP16_MIN_PSNR_DB)
+        if not checked:
+            raise VerificationFailed(f"{onnx_path or model.record.network}: the FP16 graph fails its check:\n{checked}")
     data = proto.SerializeToString()
     digest = hashlib.sha256(data).hexdigest()[:16]
     folder = engine_cache_dir()
     onnx_file = folder / f"{digest}.onnx"
-    if not onnx_file.is_file():
+    if not onnx_file.is_file() or eng.sha256_file(onnx_file)[:16] != digest:
         write_bytes(onnx_file, data, force=True)
-    engine_file = folder / f"{digest}_{precision}.engine"
+    engine_file = folder / f"{digest}_{precision}.{flavour.name}.engine"
     try:
-        tb.engine_from_onnx(onnx_file, engine_file)
+        built = eng.engine_from_onnx(onnx_file, engine_file, flavour=flavour)
     except SRExportError as e:
         if "already exists" not in str(e):
             raise
-        tb.engine_from_onnx(onnx_file, engine_file, force=True)  # stale engine from another GPU/TensorRT
+        built = eng.engine_from_onnx(onnx_file, engine_file, flavour=flavour, force=True)  # another GPU or version
+    if not built.reused or not (built.sidecar.get("verification") or {}).get("passed"):
+        result = eng.verify_engine(engine_file, reference)
+        if not result:
+            raise VerificationFailed(f"{engine_file}: engine verification failed:\n{result}")
     return engine_file
 
 

@@ -139,9 +139,14 @@ def clip_gradients(optimizer: torch.optim.Optimizer, recipe: Recipe) -> None:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, batch: tuple, dev: torch.device,
-               autocast, alpha: float) -> torch.Tensor:
+               autocast, alpha: float, share: float = 1.0, world: int = 1) -> torch.Tensor:
     """One optimizer step on a uint8 (LR, HR, loss mask) batch from PatchSet.batches; returns the
-    loss, detached and left on the device (reading it would wait for the GPU)."""
+    loss, detached and left on the device (reading it would wait for the GPU).
+
+    With `world` processes training together (DistributedDataParallel averages their gradients),
+    `batch` is this process's part of the global batch and `share` the part of that batch's loss it
+    carries (PatchSet.shards): the loss is weighted so that the averaged gradient is the whole
+    batch's, and the returned loss is this process's part of it (the parts add up to the batch's)."""
     lr_b, hr_b, mask_b = batch
     x = torch.from_numpy(lr_b).to(dev, non_blocking=True).float().div_(255.0)
     y = torch.from_numpy(hr_b).to(dev, non_blocking=True).float().div_(255.0)
@@ -149,18 +154,26 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recip
     with autocast():
         loss = training_loss(model, x, y, recipe, alpha, mask)
     optimizer.zero_grad(set_to_none=True)
-    if recipe.loss_reduction == "sum":  # the papers' scale: summed over the pixels in the loss
-        (loss * (y.numel() if mask is None else mask.sum())).backward()
-    else:
-        loss.backward()
+    summed = recipe.loss_reduction == "sum"  # the papers' scale: summed over the pixels in the loss
+    pixels = (y.numel() if mask is None else mask.sum()) if summed else None
+    if world == 1 and share == 1.0:  # one process: exactly the loss as ever
+        (loss * pixels if summed else loss).backward()
+    else:  # `world` times this process's part, since DDP divides the summed gradients by `world`
+        weight = 0.0 if share == 0 else world * (pixels if summed else share)
+        (loss * weight).backward()
     clip_gradients(optimizer, recipe)
     optimizer.step()
-    return loss.detach()
+    return loss.detach() if share == 1.0 else (loss * share).detach()
+
+
+def validate(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, device) -> float:
+    """Mean Y-PSNR (border = scale) of the model on protocol pairs, output rounded to 8 bits."""
+    return float(np.mean(validation_psnrs(model, pairs, scale, device)))
 
 
 @torch.no_grad()
-def validate(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, device) -> float:
-    """Mean Y-PSNR (border = scale) of the model on protocol pairs, output rounded to 8 bits."""
+def validation_psnrs(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], scale: int, device) -> list[float]:
+    """Each pair's Y-PSNR, as `validate` averages them (processes training together share them out)."""
     was_training = model.training
     model.eval()
     values = []
@@ -171,7 +184,7 @@ def validate(model: nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], scale
             values.append(psnr(round_uint8(out * 255.0), hr_y, border=scale))
     finally:
         model.train(was_training)
-    return float(np.mean(values))
+    return values
 
 
 def bicubic_psnr(pairs: list[tuple[np.ndarray, np.ndarray]], scale: int) -> float:

@@ -24,9 +24,16 @@ instructions gains too where convolutions are wide: on this project's 2-core EPY
 ESPCN and SRCNN 9-5-5, and 0.9-1.1x for FSRCNN and RED (three runs; benchmarks/TRAINING.md). The
 default is "fp32".
 
+The training images may come from several folders (T91 and BSD200, VDSR's 291 images): one patch
+pipeline runs over all of them, and the record lists each folder with its image count. Under
+torchrun, or `srexport train --nproc N`, the run trains data-parallel over N processes as one
+process would on the same global batch (`distributed.py`), and may be resumed with another number
+of processes; rank 0 alone writes.
+
 The run's settings are resolved and checked in `runsettings.py`, the recipes live in `recipes.py`,
 the step and its parts in `steps.py`, the resume file's format, the run's file names and the curve
-in `runfiles.py`, and the fit to a time budget in `budget.py`.
+in `runfiles.py`, the fit to a time budget in `budget.py`, and the processes' teamwork in
+`distributed.py`.
 """
 
 from __future__ import annotations
@@ -42,19 +49,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .archs import build
 from .atomic import check_writable
 from .budget import calibrate, fit_steps_per_epoch
-from .checkpoint import ModelRecord, save_checkpoint
+from .checkpoint import ModelRecord, load_checkpoint, save_checkpoint
 from .data import list_images, load_image, protocol_pair
 from .errors import SRExportError
 from .patches import PatchSet, default_holdout, split_holdout
 from .runfiles import (RESUME_FORMAT, curve_path_for, load_resume, resume_path_for, rng_state, save_resume,
                        set_rng_state, write_curve)
-from .runsettings import as_scales, checkpoint_paths, new_run, resumed_run, scales_label
+from .runsettings import as_scales, checkpoint_paths, folders_label, new_run, resumed_run, scales_label
 from .steps import (bicubic_psnr, init_weights, make_optimizer, make_scheduler, share_parameters, train_step,
-                    validate, warm_start)
+                    validate, validation_psnrs, warm_start)
 
 
 @dataclass
@@ -104,35 +111,51 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+def _device_name(dev: torch.device, several: bool = False) -> str:
+    if dev.type == "cuda":  # several processes: one GPU each
+        return f"{'cuda' if several else dev} ({torch.cuda.get_device_name(dev)}{', one each' if several else ''})"
     if dev.type == "cpu":  # training time means little without the core count
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(dev)
 
 
-def with_device(devices: list[dict], from_epoch: int, device: str) -> list[dict]:
-    """`devices` (see devices_label) with `device` running from `from_epoch` on."""
+def with_device(devices: list[dict], from_epoch: int, device: str, processes: int = 1) -> list[dict]:
+    """`devices` (see devices_label) with `device` running from `from_epoch` on, in `processes`
+    processes (data-parallel, each on such a device)."""
     kept = [d for d in devices if d["from_epoch"] < from_epoch]  # drops a call killed in its first epoch
-    if kept and kept[-1]["device"] == device:
+    if kept and kept[-1]["device"] == device and kept[-1].get("processes", 1) == processes:
         return kept
-    return kept + [{"from_epoch": from_epoch, "device": device}]
+    return kept + [{"from_epoch": from_epoch, "device": device, **({"processes": processes} if processes > 1 else {})}]
+
+
+def _span_name(seg: dict) -> str:
+    n = seg.get("processes", 1)
+    return seg["device"] if n == 1 else f"{n} processes x {seg['device']}"
 
 
 def devices_label(devices: list[dict], epochs: int) -> str:
     """The record's device: one name, or which device ran which epochs when a resumed run changed
-    device or thread count. `devices` holds {"from_epoch", "device"} per change, in order."""
+    device, thread count or number of processes. `devices` holds {"from_epoch", "device"} per
+    change, in order, with "processes" where several trained together."""
     if not devices:
         return "not recorded"
     if len(devices) == 1 and devices[0]["from_epoch"] == 1:
-        return devices[0]["device"]
+        return _span_name(devices[0])
     parts = [f"epochs 1-{devices[0]['from_epoch'] - 1} not recorded"] if devices[0]["from_epoch"] > 1 else []
     for seg, following in zip(devices, devices[1:] + [None]):
         first, last = seg["from_epoch"], (following["from_epoch"] - 1 if following else epochs)
-        parts.append(f"{seg['device']} for epoch{f' {first}' if first == last else f's {first}-{last}'}")
+        parts.append(f"{_span_name(seg)} for epoch{f' {first}' if first == last else f's {first}-{last}'}")
     return ", ".join(parts)
+
+
+def _validate(model, pairs: list, scale: int, dev: torch.device, ranks: distributed.Ranks) -> float:
+    """The validation PSNR, as one process computes it; several processes share the images out."""
+    if not ranks.several:
+        return validate(model, pairs, scale, dev)
+    mine = distributed.my_part(ranks, len(pairs))
+    values = dict(zip(mine, validation_psnrs(model, [pairs[i] for i in mine], scale, dev)))
+    return float(np.mean(distributed.gathered(ranks, values, len(pairs))))
 
 
 def _fingerprint(paths: list[Path]) -> list:
@@ -144,6 +167,17 @@ def _seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds CUDA too
     return np.random.default_rng(seed)
+
+
+def _folder_records(folders: tuple[Path, ...], train_paths: list[Path], paths: list[Path]) -> list[dict]:
+    """Each training folder: its name, its path as given, and how many of its images train."""
+    training = set(train_paths)
+    return [{"name": folder.name, "path": str(folder), "images": sum(p in training for p in folder_paths)}
+            for folder, folder_paths in zip(folders, _by_folder(folders, paths))]
+
+
+def _by_folder(folders: tuple[Path, ...], paths: list[Path]) -> list[list[Path]]:
+    return [[p for p in paths if p.parent == folder] for folder in folders]
 
 
 def _images_except(folder: Path, own_files: list[Path]) -> list[Path]:
@@ -166,7 +200,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
           init_from: str | os.PathLike | None = None, step_epochs: int | None = None,
           context: int | None = None, time_limit: float | None = None,
           time_budget: float | None = None) -> TrainResult:
-    """Train `network` at `scale` on the images in `data_dir`; see the module docstring.
+    """Train `network` at `scale` on the images in `data_dir` (a folder, or several: one patch
+    pipeline over all their images); see the module docstring.
 
     `scale` may be several scales, for a network whose weights do not depend on the scale (VDSR's
     paper trains one model for x2, x3 and x4): the steps go round the scales, each on its own
@@ -186,9 +221,24 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     With `time_budget` (seconds for this call, setup included) a new run instead fits its steps per
     epoch so that all its epochs end within the budget (see budget.py and `calibrate`); the budget
     is also its time limit.
+    Run in each process of a torch.distributed group (torchrun, or distributed.launch), it trains
+    data-parallel: `batch_size` stays the global batch, shared out over the processes.
     """
     started = time.monotonic()
-    dev = _device(device)
+    ranks, dev = distributed.join(_device(device))
+    try:
+        return _train(ranks, dev, started, network, scale, data_dir, out_path=out_path, val_dir=val_dir,
+                      epochs=epochs, batch_size=batch_size, lr=lr, resume=resume, seed=seed,
+                      steps_per_epoch=steps_per_epoch, force=force, progress=progress, hparams=hparams, n_val=n_val,
+                      cache_dir=cache_dir, precision=precision, init_from=init_from, step_epochs=step_epochs,
+                      context=context, time_limit=time_limit, time_budget=time_budget)
+    finally:
+        distributed.leave(ranks)
+
+
+def _train(ranks: distributed.Ranks, dev: torch.device, started: float, network, scale, data_dir, *, out_path,
+           val_dir, epochs, batch_size, lr, resume, seed, steps_per_epoch, force, progress, hparams, n_val,
+           cache_dir, precision, init_from, step_epochs, context, time_limit, time_budget) -> TrainResult:
     state = load_resume(resume) if resume is not None else None
     given = dict(out_path=out_path, val_dir=val_dir, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  steps_per_epoch=steps_per_epoch, hparams=hparams, precision=precision, init_from=init_from,
@@ -208,7 +258,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
                 raise SRExportError(why)
     network, scales, recipe, label, out, precision = (run.network, run.scales, run.recipe, run.label, run.out,
                                                       run.precision)
-    total_epochs, steps_per_epoch, data_dir, val_dir = recipe.epochs, run.steps_per_epoch, run.data_dir, run.val_dir
+    total_epochs, steps_per_epoch, data_dirs, val_dir = recipe.epochs, run.steps_per_epoch, run.data_dirs, run.val_dir
     checkpoints = checkpoint_paths(out, scales)
     first = checkpoints[scales[0]]
     if first.suffix != ".safetensors":  # every scale's path comes from the same template
@@ -220,19 +270,23 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             check_writable(p, force)
 
     # ------------------------------------------------------------ data
-    paths = _images_except(data_dir, list(curves.values()))
+    paths = [p for folder in data_dirs for p in _images_except(folder, list(curves.values()))]
     if val_dir is not None:
         train_paths, val_paths = paths, _images_except(val_dir, list(curves.values()))
         val_desc = f"{val_dir} ({len(val_paths)} images)"
     else:
         k = n_val if n_val is not None else (state["n_val"] if state else default_holdout(len(paths)))
         train_paths, val_paths = split_holdout(paths, k, run.seed)
-        val_desc = f"{len(val_paths)} held-out images of {data_dir.name}: {', '.join(p.name for p in val_paths)}"
+        names = [p.name if len(data_dirs) == 1 else f"{p.parent.name}/{p.name}" for p in val_paths]
+        val_desc = f"{len(val_paths)} held-out images of {folders_label(data_dirs)}: {', '.join(names)}"
     fingerprint = _fingerprint(train_paths)
+    folders = _folder_records(data_dirs, train_paths, paths)
     if state is not None and fingerprint != state["data_fingerprint"]:
+        then = state.get("data_folders") or [{"name": Path(state["data_dir"]).name, "path": state["data_dir"]}]
         raise SRExportError(
-            f"{state['path']}: the training images in {data_dir} differ from those the run started with "
-            f"({len(train_paths)} now, {len(state['data_fingerprint'])} then)")
+            f"{state['path']}: the run trained on {len(state['data_fingerprint'])} images of "
+            f"{', '.join(f['path'] for f in then)}; {', '.join(map(str, data_dirs))} hold other images "
+            f"({len(train_paths)} to train on now)")
     patch_sets = {s: PatchSet.from_paths(train_paths, s, *recipe.patch_for(s), augment=True,
                                          cache_dir=cache_dir, resize_factors=recipe.resize_factors,
                                          context=recipe.context)
@@ -243,7 +297,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
              else sum(p.steps_per_epoch(recipe.batch_size) for p in patch_sets.values()))
 
     # ------------------------------------------------------------ model, optimizer
-    np_rng = _seed_everything(run.seed)
+    np_rng = _seed_everything(run.seed)  # the same on every rank: they draw one batch plan
     models = {s: build(network, s, **run.hparams) for s in scales}
     model = models[scales[0]]  # holds the parameters; the other scales' models share them
     init_weights(model, recipe.init)
@@ -267,9 +321,12 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         torch.backends.cudnn.benchmark = True
     budget_record = state.get("time_budget") if state is not None else None
     if time_budget is not None:
-        calibration = calibrate(models, patch_sets, val_pairs, recipe, run.base_lr, dev, autocast, run.seed, time_budget)
-        steps = steps_per_epoch = fit_steps_per_epoch(time_budget - (time.monotonic() - started), total_epochs,
-                                                      calibration, label)
+        calibration = calibrate(models, patch_sets, val_pairs, recipe, run.base_lr, dev, autocast, run.seed,
+                                time_budget, ranks)
+        seconds_left = time_budget - (time.monotonic() - started)
+        if ranks.several:  # one plan for all: rank 0's clock
+            seconds_left = distributed.from_main(ranks, seconds_left)
+        steps = steps_per_epoch = fit_steps_per_epoch(seconds_left, total_epochs, calibration, label)
         budget_record = {"seconds": time_budget, **calibration.to_dict()}
         time_limit = time_budget
 
@@ -292,7 +349,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
         if epochs_done > 0 and not first.is_file():
             raise SRExportError(f"{first}: checkpoint missing; the resume file says {epochs_done} epochs are done")
     if epochs_done < total_epochs:
-        devices = with_device(devices, epochs_done + 1, _device_name(dev))
+        devices = with_device(devices, epochs_done + 1, _device_name(dev, ranks.several), ranks.world)
+    # the steps' view of each scale's model: itself, or its share of one DistributedDataParallel
+    stepped = distributed.data_parallel(models, ranks) if ranks.several else models
 
     def training_record(done: int, s: int) -> dict:
         return {
@@ -304,7 +363,8 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "recipe": recipe.to_dict(),
             "base_lr": run.base_lr,
             "data": {
-                "dir": str(data_dir.resolve()),
+                **({"dir": str(data_dirs[0].resolve())} if len(data_dirs) == 1 else {}),
+                "folders": folders,
                 "images": len(train_paths),
                 "patches": len(patch_sets[s]),
                 "hr_patch": patch_sets[s].hr_patch,
@@ -351,7 +411,9 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             "format": RESUME_FORMAT,
             "network": network, "scales": list(scales), "hparams": run.hparams,
             "recipe": recipe.to_dict(),
-            "base_lr": run.base_lr, "seed": run.seed, "precision": precision, "data_dir": str(data_dir.resolve()),
+            "base_lr": run.base_lr, "seed": run.seed, "precision": precision,
+            **({"data_dir": str(data_dirs[0].resolve())} if len(data_dirs) == 1 else {}),  # what older versions read
+            "data_dirs": [str(d.resolve()) for d in data_dirs], "data_folders": folders,
             "val_dir": str(val_dir.resolve()) if val_dir is not None else None,
             "n_val": len(val_paths) if val_dir is None else None,
             "data_fingerprint": fingerprint, "out": str(out.resolve()), "epochs_total": total_epochs,
@@ -368,6 +430,7 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     # ------------------------------------------------------------ epochs
     from tqdm import tqdm
 
+    progress = progress and ranks.main  # one bar for the run
     bar = tqdm(total=total_epochs * steps, initial=epochs_done * steps, disable=not progress, unit="step",
                desc=label, dynamic_ncols=True, leave=True)
     postfix: dict = {}
@@ -379,20 +442,32 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             alpha = recipe.alpha(epoch)
             loss_sum = torch.zeros((), device=dev)
             count, shown = 0, 0
-            # the steps go round the scales; each scale draws its own batches
-            batches = {s: patch_sets[s].batches(recipe.batch_size, np_rng, steps=len(range(i, steps, len(scales))))
-                       for i, s in enumerate(scales)}
+            # the steps go round the scales; each scale draws its own batches (each rank its part of them)
+            scale_steps = {s: len(range(i, steps, len(scales))) for i, s in enumerate(scales)}
+            if ranks.several:
+                batches = {s: patch_sets[s].shards(recipe.batch_size, np_rng, ranks.rank, ranks.world, steps=n)
+                           for s, n in scale_steps.items()}
+            else:
+                batches = {s: patch_sets[s].batches(recipe.batch_size, np_rng, steps=n) for s, n in scale_steps.items()}
             for step in range(steps):
                 s = scales[step % len(scales)]
-                loss_sum += train_step(models[s], optimizer, recipe, next(batches[s]), dev, autocast, alpha)
+                if ranks.several:
+                    batch, share = next(batches[s])
+                    loss_sum += train_step(stepped[s], optimizer, recipe, batch, dev, autocast, alpha, share,
+                                           ranks.world)
+                else:
+                    loss_sum += train_step(models[s], optimizer, recipe, next(batches[s]), dev, autocast, alpha)
                 count += 1
                 if progress and (count - shown >= 20 or count == steps):  # a sync only every few steps
-                    postfix["loss"] = f"{loss_sum.item() / count:.3g}"
+                    # rank 0's part of the losses, scaled up: a glimpse, the epoch's loss is summed below
+                    postfix["loss"] = f"{loss_sum.item() * ranks.world / count:.3g}"
                     bar.set_postfix(postfix, refresh=False)
                     bar.update(count - shown)
                     shown = count
+            if ranks.several:
+                loss_sum = distributed.total(ranks, loss_sum)
             epoch_loss = loss_sum.item() / max(count, 1)
-            vals = {s: validate(models[s], val_pairs[s], s, dev) for s in scales}
+            vals = {s: _validate(models[s], val_pairs[s], s, dev, ranks) for s in scales}
             val = float(np.mean(list(vals.values())))
             lr_now = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
             if scheduler is not None:
@@ -411,13 +486,17 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
             history.append(entry)
             if math.isfinite(val) and (val > best_psnr or best_epoch == 0):
                 best_psnr, best_epoch = val, epochs_done
-                save_checkpoints(epochs_done)
-            write_resume()  # after the checkpoints: a kill between the two only repeats this epoch
+                if ranks.main:
+                    save_checkpoints(epochs_done)
+            if ranks.main:
+                write_resume()  # after the checkpoints: a kill between the two only repeats this epoch
             postfix.update(val=f"{val:.2f}", best=f"{best_psnr:.2f}", loss=f"{epoch_loss:.3g}")
             bar.set_postfix(postfix, refresh=False)
             bar.update(steps - shown)
-            if time_limit is not None and time.monotonic() - started + entry["seconds"] > time_limit:
-                break
+            if time_limit is not None:
+                stop = time.monotonic() - started + entry["seconds"] > time_limit
+                if stop if not ranks.several else distributed.from_main(ranks, stop):  # rank 0's clock decides
+                    break
     finally:
         bar.close()
 
@@ -427,10 +506,16 @@ def train(network: str | None, scale: int | tuple[int, ...] | None, data_dir: st
     # ------------------------------------------------------------ final checkpoints and curves
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(first)))  # the best epoch's weights, with the full history
-    record = save_checkpoints(epochs_done)[0]
-    for path in curves.values():
-        write_curve(path, history, bicubic_val, label)
+    if ranks.main:
+        model.load_state_dict(load_file(str(first)))  # the best epoch's weights, with the full history
+        record = save_checkpoints(epochs_done)[0]
+        for path in curves.values():
+            write_curve(path, history, bicubic_val, label)
+    if ranks.several:
+        distributed.barrier(ranks)  # rank 0 has written: the other ranks read its record
+        if not ranks.main:
+            model.load_state_dict(load_file(str(first)))
+            record = load_checkpoint(first)[1]
     return TrainResult(checkpoints, resume_file, curves[scales[0]], record, best_epoch, best_psnr,
                        float(np.mean(list(bicubic_val.values()))), epochs_done, history, seconds, total_epochs,
                        "the end of the time budget" if time_budget is not None else "the time limit")

@@ -68,7 +68,10 @@ def test_backend_selection_and_errors():
     assert expand_backends("onnxruntime") == ["ort-default", "ort-tuned", "ort-fp16"]
     assert expand_backends(["torch", "ort-tuned"]) == ["torch-fp32", "ort-tuned", "torch-cuda-fp16"]
     assert expand_backends(None) == list(ROWS) == expand_backends("auto")
-    assert expand_backends("native") == ["native-fp32"]
+    assert expand_backends("native") == ["native-fp32", "native-bf16"]
+    assert expand_backends("openvino") == ["openvino-fp32", "openvino-default", "openvino-bf16"]
+    with pytest.raises(SRExportError, match="--precision"):
+        bench("espcn", 2, output_size=(8, 8), precision="int8")
 
 
 def test_native_row_is_skipped_with_the_reason_where_it_does_not_apply():
@@ -93,3 +96,31 @@ def test_rows_tile_when_the_frame_would_not_fit(monkeypatch):
     row = r.row("ort-tuned")
     assert row.ms_median is not None, row.note
     assert "tiled to fit memory" in row.note and "tiles of" in row.note
+
+
+def _bf16_missing() -> str:
+    from srexport.native import bf16_refusal
+    from srexport.openvino_runner import openvino_available
+
+    return bf16_refusal() or ("" if openvino_available() else "openvino is not installed")
+
+
+@pytest.mark.skipif(bool(_bf16_missing()), reason=_bf16_missing() or "")
+def test_bf16_rows_beside_openvino():
+    """--precision bf16: OpenVINO's default (the peer) and srexport's route, the fused kernel where
+    it applies (OpenVINO's bf16 on the tuned graph skipped, with why), else the checked OpenVINO
+    route; each bf16 row carries its PSNR from FP32."""
+    srcnn = bench("srcnn", 2, output_size=(32, 24), precision="bf16", warmup=1, repeats=1, probe_repeats=1)
+    assert [r.key for r in srcnn.rows] == ["openvino-default", "openvino-bf16"]
+    assert srcnn.bf16_row() is srcnn.row("openvino-bf16")
+    assert "native-bf16" in srcnn.skipped
+    for r in srcnn.rows:
+        assert r.ms_median is not None and r.psnr_vs_fp32_db >= 50, r.note
+    assert srcnn.row("openvino-default").precision == "bfloat16"  # OpenVINO's own default on this CPU
+    assert "| dB vs FP32 |" in srcnn.table()
+    if compiler():
+        espcn = bench("espcn", 2, output_size=(32, 24), backends=["native", "openvino"], precision="bf16",
+                      warmup=1, repeats=1, probe_repeats=1)
+        assert [r.key for r in espcn.rows] == ["openvino-default", "native-bf16"]
+        assert espcn.bf16_row() is espcn.row("native-bf16")
+        assert "fused kernel" in espcn.skipped["openvino-bf16"]

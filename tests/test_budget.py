@@ -32,6 +32,19 @@ def test_seconds_per_call_runs_until_both_minimums_are_met_or_the_maximum_has_pa
     assert 1 <= timed <= 5
 
 
+def test_seconds_per_call_stops_when_the_processes_agree_to():
+    """A distributed run's ranks must time as many steps each: `agree` turns each rank's own decision
+    into one for all (distributed.from_main: rank 0's)."""
+    asked = []
+
+    def rank0_says(done: bool) -> bool:
+        asked.append(done)
+        return len(asked) == 3  # as if rank 0 had seen its minimums met after three blocks
+
+    _, timed = seconds_per_call(lambda: None, warmup=0, block=2, min_calls=1, min_seconds=0.0, agree=rank0_says)
+    assert timed == 6 and asked == [True, True, True]  # this rank was done after one block, and went on
+
+
 def test_fit_steps_per_epoch_fills_the_planned_share_of_the_time_left():
     cal = Calibration(step_seconds=0.25, steps_timed=50, validation_seconds=0.5)
     steps = fit_steps_per_epoch(101.0, 10, cal, "vdsr x2")

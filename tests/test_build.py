@@ -40,7 +40,7 @@ def test_missing_tensorrt_is_reported_after_the_onnx_files(tmp_path):
     except ImportError:
         pass
     model, record = resolve_network("espcn", 2, random_weights=True)
-    report = build_artifacts(model, record, out_dir=tmp_path, fp16=True)
+    report = build_artifacts(model, record, out_dir=tmp_path, fp16=True, engine_settings={"flavour": "tensorrt"})
     assert "TensorRT is not installed" in report.missing
     assert report.stages[-1].status == "missing"
     paths = artifact_paths(tmp_path, "espcn", 2)

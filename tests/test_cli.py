@@ -79,7 +79,7 @@ def test_build_onnx_only_and_without_tensorrt(run, tmp_path):
         return
     except ImportError:
         pass
-    out = run("build", "espcn", "--scale", 3, "--random-weights", "--fp16")
+    out = run("build", "espcn", "--scale", 3, "--random-weights", "--fp16", "--engine", "tensorrt")
     assert out.exit_code == EXIT_MISSING_BACKEND
     assert "TensorRT is not installed" in out.output and "pip install 'srexport[tensorrt]'" in out.output
     assert (tmp_path / "engines" / "espcn_x3.fp16.onnx").is_file()

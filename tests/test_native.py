@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from srexport import native
+from srexport import native, runtime
 from srexport.checkpoint import resolve_network
 from srexport.cli import main
 from srexport.onnx_export import onnx_from_model
@@ -218,3 +218,105 @@ def test_onnx_file_input_is_read_the_same(tmp_path):
     onnx.save(proto, str(path))
     from_file = native.chain_from_onnx(onnx.load(str(path)))
     assert from_file.scale == 3 and len(from_file.layers) == 5  # 1 + shrink + 1 mapping + expand + taps
+
+
+# --- bf16 ------------------------------------------------------------------------------------
+
+def _bf16_kernel_missing() -> str:
+    if native.compiler() is None:
+        return "no C compiler (cc) to build the fused kernel"
+    if native.bf16_refusal():
+        return native.bf16_refusal()
+    try:
+        return "" if native.library().sr_has_bf16() else "the compiler does not enable AVX512_BF16 here"
+    except native.MissingBackend as e:
+        return str(e)
+
+
+needs_bf16 = pytest.mark.skipif(bool(_bf16_kernel_missing()), reason=_bf16_kernel_missing() or "")
+
+
+def _bf16_emulation(model):
+    """`model` as the bf16 kernel computes it: every convolution after the first with bf16 weights
+    and bf16 inputs (the stored activations), every sum in FP32."""
+    model = copy.deepcopy(model).eval()
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        for conv in convs[1:]:
+            conv.weight.copy_(torch.from_numpy(native.bf16_round(conv.weight.numpy())))
+            conv.register_forward_pre_hook(lambda m, args: (torch.from_numpy(native.bf16_round(args[0].numpy())),))
+    return model
+
+
+def test_bf16_refusal_follows_the_cpu_flags():
+    assert native.bf16_refusal({"avx512f", "avx512_bf16", "avx512_vnni"}) == ""
+    assert native.bf16_refusal({"avx512f", "amx_bf16", "amx_tile"}) == ""
+    zen3 = native.bf16_refusal({"avx2", "fma", "sse4_2"})  # AVX2 only: no bf16 dot products
+    assert "no bf16 dot products" in zen3 and "--precision fp32" in zen3
+    assert "AVX512_BF16" in native.bf16_refusal({"avx512f", "avx512_vnni"})  # Ice Lake / Zen 3 class
+    assert native.bf16_refusal(set()).startswith("--precision bf16: cannot read")
+    assert native.bf16_refusal() == native.bf16_refusal(native.cpu_flags())
+
+
+def test_bf16_words_round_to_nearest_even_in_pairs():
+    x = np.array([[1.0, -2.0, 1.00390625, 1.01171875]], np.float32)  # 1 + 2^-8 ties to 1; 1 + 3*2^-8 to 1 + 2^-6
+    words = native.bf16_words(x)
+    assert words.shape == (1, 2) and words.dtype == np.uint32
+    assert [hex(int(w)) for w in words[0]] == [hex(0xC0003F80), hex(0x3F823F80)]
+    np.testing.assert_array_equal(native.bf16_round(x), [[1.0, -2.0, 1.0, 1.015625]])
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", ["fsrcnn", "fsrcnn_s", "espcn"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bf16_kernel_is_bf16_and_within_50_db(name, scale):
+    """Shipped weights, real LR crops: the kernel equals a bf16 emulation in PyTorch (FP32 sums) far
+    closer than it equals FP32, and passed its own >= 50 dB check against FP32."""
+    from srexport.verify import diff_case, real_inputs
+
+    model, record = resolve_network(name, scale)
+    runner = native.NativeRunner(onnx_from_model(model, record), threads=3, precision="bf16")
+    assert runner.info["precision"] == "bf16" and runner.info["psnr_db_vs_fp32"] >= 50
+    emulation = _bf16_emulation(model)
+    for x in real_inputs([(1, 3 * native.MIN_BAND_ROWS + 7, 75), (2, 9, 11), (1, 1, 1)], seed=scale):
+        with torch.no_grad():
+            fp32 = model(torch.from_numpy(x)).numpy()
+            bf16 = emulation(torch.from_numpy(x)).numpy()
+        got = runner(x)
+        assert diff_case(bf16, got, x.shape).psnr_db >= 75, x.shape
+        if x.size > 1:
+            assert diff_case(fp32, got, x.shape).psnr_db < 75, x.shape  # really computed in bf16
+
+
+@needs_bf16
+def test_bf16_under_50_db_is_refused():
+    """ESPCN with its last layer x 300: outputs far outside [0, 1], so bf16's relative error is
+    far more than 50 dB of the unit range. The kernel refuses; auto then tries OpenVINO's bf16,
+    whose check refuses it too (or is missing), never running below the bar."""
+    from srexport.errors import SRExportError
+
+    model, record = resolve_network("espcn", 2)
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.body[4].weight.mul_(300)
+    proto = onnx_from_model(model, record)
+    with pytest.raises(native.CheckFailed, match="dB from FP32 on real images"):
+        native.NativeRunner(proto, precision="bf16")
+    with pytest.raises(SRExportError), pytest.warns(UserWarning, match="fused CPU kernel not used"):
+        runtime.open_runner(model=model, precision="bf16")
+
+
+@needs_bf16
+def test_cli_upscale_bf16_is_close_to_fp32(tmp_path):
+    img = Image.open(sorted((native.Path(native.__file__).parent / "samples").glob("*.png"))[0])
+    src = tmp_path / "in.png"
+    img.save(src)
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"out_{precision}.png"
+        res = CliRunner().invoke(main, ["upscale", str(src), "-o", str(out), "--model", "espcn", "--scale", "2",
+                                        "--precision", precision])
+        assert res.exit_code == 0, res.output
+        outs[precision] = np.asarray(Image.open(out), dtype=np.float64)
+    diff = outs["bf16"] - outs["fp32"]
+    assert np.abs(diff).max() <= 3 and 0 < np.mean(diff ** 2)  # 8-bit output: a few levels apart at most

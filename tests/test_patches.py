@@ -208,6 +208,35 @@ def test_steps_wrap_around_a_small_set(folder):
     assert n >= 3 * len(ps)
 
 
+@pytest.mark.parametrize("context, world", [(0, 2), (2, 3)])
+def test_shards_split_each_batch_over_the_processes_with_their_shares_of_its_loss(folder, context, world):
+    ps = PatchSet.from_folder(folder, 2, 16, 6, context=context)
+    whole = list(ps.batches(5, np.random.default_rng(4), steps=6))
+    parts = [list(ps.shards(5, np.random.default_rng(4), rank, world, steps=6)) for rank in range(world)]
+    for step, (lr, hr, mask) in enumerate(whole):
+        got = [parts[rank][step] for rank in range(world)]
+        # the ranks' parts, in rank order, are the one-process batch, sample for sample
+        np.testing.assert_array_equal(np.concatenate([b[0] for b, _ in got]), lr)
+        np.testing.assert_array_equal(np.concatenate([b[1] for b, _ in got]), hr)
+        assert sorted(len(b[0]) for b, _ in got) in ([2, 3], [1, 2, 2])
+        shares = [share for _, share in got]
+        assert sum(shares) == pytest.approx(1.0)
+        if context:  # the share is the part's loss-mask pixels, which differ between windows
+            np.testing.assert_array_equal(np.concatenate([b[2] for b, _ in got]), mask)
+            assert shares == pytest.approx([b[2].sum() / mask.sum() for b, _ in got])
+        else:
+            assert shares == pytest.approx([len(b[0]) / len(lr) for b, _ in got])
+
+
+def test_a_process_without_a_sample_gets_a_stand_in_that_carries_no_weight(folder):
+    ps = PatchSet.from_folder(folder, 2, 16, 6, augment=False)
+    rng = np.random.default_rng(0)
+    (batch, share), = ps.shards(2, rng, 2, 3, steps=1)  # a batch of 2 over 3 processes: rank 2 has none
+    assert share == 0.0 and len(batch[0]) == 1
+    with pytest.raises(SRExportError, match=r"process rank 3 is not in 0..2"):
+        next(ps.shards(2, rng, 3, 3))
+
+
 def test_cache_round_trip(folder, tmp_path):
     cache = tmp_path / "cache"
     a = PatchSet.from_folder(folder, 3, 24, 8, cache_dir=cache)

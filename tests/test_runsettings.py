@@ -9,7 +9,7 @@ import pytest
 
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
-from srexport.runsettings import checkpoint_paths, new_run, resumed_run, scales_label
+from srexport.runsettings import as_folders, checkpoint_paths, folders_label, new_run, resumed_run, scales_label
 
 
 def test_a_new_run_takes_its_recipe_with_the_given_overrides():
@@ -70,6 +70,24 @@ def test_a_resumed_run_refuses_to_change_what_it_was_trained_with(tmp_path, kw, 
     args = dict(network=None, scales=None, data_dir=None) | kw
     with pytest.raises(SRExportError, match=message):
         resumed_run(_state(tmp_path), args.pop("network"), args.pop("scales"), args.pop("data_dir"), **args)
+
+
+def test_several_training_folders_are_kept_in_order_and_a_resumed_run_keeps_their_number(tmp_path):
+    run = new_run("vdsr", (2, 3, 4), ["T91", Path("BSD200")])
+    assert run.data_dirs == (Path("T91"), Path("BSD200")) and run.data_dir == Path("T91")
+    assert as_folders(()) is None and as_folders("T91") == (Path("T91"),)
+    assert folders_label(run.data_dirs) == "T91+BSD200"
+    with pytest.raises(SRExportError, match="T91, BSD200, T91: a training folder is given twice"):
+        new_run("vdsr", (2,), ["T91", "BSD200", "T91"])
+    state = _state(tmp_path) | {"data_dirs": ["/data/T91", "/data/BSD200"]}
+    assert resumed_run(state, None, None, None).data_dirs == (Path("/data/T91"), Path("/data/BSD200"))
+    moved = resumed_run(state, None, None, ("/moved/T91", "/moved/BSD200")).data_dirs  # the images are compared later
+    assert moved == (Path("/moved/T91"), Path("/moved/BSD200"))
+    with pytest.raises(SRExportError, match=r"e.resume.safetensors: the run trained on T91\+BSD200 \(/data/T91, "
+                                            r"/data/BSD200\), not on T91 \(T91\)"):
+        resumed_run(state, None, None, ["T91"])
+    with pytest.raises(SRExportError, match=r"the run trained on T91 \(/data/T91\), not on T91\+BSD200"):
+        resumed_run(_state(tmp_path), None, None, ["T91", "BSD200"])  # a resume file from before several folders
 
 
 def test_checkpoint_paths_put_the_scale_in_the_file_name():

@@ -126,3 +126,64 @@ def test_exported_onnx_is_cached(monkeypatch):
     cached[0].write_bytes(b"damaged")
     assert exported_onnx(model, record).SerializeToString() == first.SerializeToString()
     assert cached[0].read_bytes() == first.SerializeToString()
+
+
+# --- OpenVINO and bf16 -----------------------------------------------------------------------
+
+def _openvino_missing() -> str:
+    from srexport.openvino_runner import openvino_available
+
+    return "" if openvino_available() else "openvino is not installed (pip install 'srexport[openvino]')"
+
+
+def _bf16_missing() -> str:
+    from srexport.native import bf16_refusal
+
+    return bf16_refusal() or _openvino_missing()
+
+
+@pytest.mark.skipif(bool(_openvino_missing()), reason=_openvino_missing() or "")
+@pytest.mark.parametrize("name", ["srcnn", "red", "espcn"])
+def test_openvino_fp32_agrees_with_onnxruntime(exported, name):
+    from srexport.openvino_runner import OpenVINORunner
+
+    model, proto, path = exported(name)
+    reference = OnnxRuntimeRunner(path)
+    runners = [OpenVINORunner(proto, precision="fp32"), open_runner(onnx_path=path, backend="openvino")]
+    assert runners[1].info["rewrites"] or name == "espcn"  # srexport's route takes the tuned graph
+    for x in _inputs() + _inputs(1):  # a shape seen again reuses its compiled model
+        want = reference(x)
+        for r in runners:
+            got = r(x)
+            assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4, r.name
+    assert all(r.scale == 2 for r in runners) and len(runners[0]._compiled) == 2
+
+
+@pytest.mark.skipif(bool(_bf16_missing()), reason=_bf16_missing() or "")
+def test_bf16_picks_the_fused_kernel_else_openvino():
+    """Shipped weights: ESPCN goes to the fused kernel in bf16, RED (not a chain it runs) to OpenVINO's
+    bf16 on the tuned graph; both passed their >= 50 dB check; auto without bf16 stays FP32."""
+    from srexport.native import compiler
+
+    espcn = open_runner_for("espcn", 2, precision="bf16")
+    if compiler():
+        assert espcn.name == "native-cpu-fused-bf16" and espcn.info["precision"] == "bf16"
+    red = open_runner_for("red", 2, precision="bf16")
+    assert red.name == "openvino-cpu-bf16-tuned" and red.info["rewrites"]
+    for r in (espcn, red):
+        assert r.info["psnr_db_vs_fp32"] >= 50
+    assert "bf16" not in open_runner_for("red", 2).name and "bf16" not in open_runner_for("espcn", 2).name
+
+
+def test_bf16_and_openvino_errors(exported):
+    from srexport.native import bf16_refusal
+
+    model, _, path = exported("espcn")
+    for backend in ("onnxruntime", "torch", "tensorrt"):
+        with pytest.raises(SRExportError, match="CPU runs on --backend auto, native or openvino"):
+            open_runner(model=model, backend=backend, precision="bf16")
+    with pytest.raises(SRExportError, match="openvino runs fp32 or bf16"):
+        open_runner(onnx_path=path, backend="openvino", precision="fp16")
+    if bf16_refusal():  # a CPU without bf16 dot products: refused before anything is built
+        with pytest.raises(SRExportError, match="no bf16 dot products|cannot read"):
+            open_runner(model=model, precision="bf16")

@@ -4,9 +4,10 @@ The names of each version come from tests/tensorrt_names/trt10.json and trt11.js
 from NVIDIA's bindings wheels by tools/extract_tensorrt_names.py. Two sources of used names:
   * an AST scan of every module in srexport/ for attribute chains on the tensorrt module
     (`trt.BuilderFlag.TF32`, `trt.Runtime(...).deserialize_cuda_engine`), whatever it is called;
-  * tensorrt_build.TENSORRT_NAMES_USED, the methods and properties called on TensorRT objects,
+  * engine.flavours.TENSORRT_NAMES_USED, the methods and properties called on TensorRT objects,
     which no static scan can attribute to a class.
-A name listed in tensorrt_build.VERSION_ONLY_NAMES is checked only against its version's names.
+A name listed in flavours.ONLY_NAMES is checked only against its version's (10, 11) or flavour's
+("tensorrt-rtx") names. TensorRT-RTX's names come from its installed bindings (CI installs them).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Iterable
 import pytest
 
 import srexport
-from srexport import tensorrt_build
+from srexport.engine import flavours
 
 PACKAGE = Path(srexport.__file__).resolve().parent
 NAMES_DIR = Path(__file__).resolve().parent / "tensorrt_names"  # test data, not shipped
 MAJORS = (10, 11)
 # Calls that return the tensorrt module; a variable assigned from one is an alias of the module.
 MODULE_GETTERS = {"_trt"}
+ENGINE_DIR = PACKAGE / "engine"
 # `trt` is also the name every helper takes the module under (def _engine_io(trt, engine)).
 CONVENTIONAL_ALIAS = "trt"
 # Module attributes that are plain values: a chain ends there (trt.__version__.split is str.split).
@@ -111,7 +113,7 @@ def missing_names(used: Iterable[str], version_only: dict[int, Iterable[str]] | 
     """For each major version, the used names its bindings lack."""
     version_only = {m: set(ns) for m, ns in (version_only or {}).items()}
     missing = {}
-    for major in MAJORS:
+    for major in MAJORS:  # a name only one flavour or version has is checked against that one alone
         names = load_names(major)
         applies = [n for n in set(used)
                    if not any(n in ns for ns in version_only.values()) or n in version_only.get(major, ())]
@@ -165,20 +167,55 @@ def test_every_tensorrt_chain_in_srexport_exists_in_10_and_11():
     for path in _modules():
         for name in tensorrt_chains(path.read_text()):
             used.setdefault(name, []).append(path.name)
-    assert "BuilderFlag.TF32" in used  # the scan sees tensorrt_build at all
-    missing = missing_names(used, tensorrt_build.VERSION_ONLY_NAMES)
+    assert "BuilderFlag.TF32" in used  # the scan sees the engine package at all
+    missing = missing_names(used, flavours.ONLY_NAMES)
     assert missing == {10: [], 11: []}, {m: {n: used[n] for n in ns} for m, ns in missing.items()}
 
 
 def test_names_used_list_exists_in_10_and_11():
-    missing = missing_names(tensorrt_build.TENSORRT_NAMES_USED, tensorrt_build.VERSION_ONLY_NAMES)
+    missing = missing_names(flavours.TENSORRT_NAMES_USED, flavours.ONLY_NAMES)
     assert missing == {10: [], 11: []}
 
 
 def test_version_only_names_exist_in_their_version():
-    for major, names in tensorrt_build.VERSION_ONLY_NAMES.items():
-        assert set(names) <= load_names(major)
-        assert set(names) <= set(tensorrt_build.TENSORRT_NAMES_USED)
+    for major, names in flavours.ONLY_NAMES.items():
+        if major in MAJORS:
+            assert set(names) <= load_names(major)
+        assert set(names) <= set(flavours.TENSORRT_NAMES_USED)
+
+
+def _module_names(module) -> set[str]:
+    """The names the live bindings have, the way the extraction tool lists them: classes, their
+    members (enum values included) and nested classes' members."""
+    names = set()
+    for attr in dir(module):
+        if attr.startswith("_") and attr != "__version__":
+            continue
+        names.add(attr)
+        value = getattr(module, attr)
+        if isinstance(value, type):
+            for member in dir(value):
+                if not member.startswith("_"):
+                    names.add(f"{attr}.{member}")
+    return names
+
+
+def test_every_name_used_exists_in_the_real_tensorrt_rtx_bindings():
+    """Against the installed TensorRT-RTX bindings: every shared name and every RTX-only one.
+    TensorRT 10/11-only names (the STRONGLY_TYPED flag of 10.x's branch) are left out."""
+    from srexport.errors import MissingBackend
+
+    try:
+        rtx = flavours.load_flavour(flavours.TENSORRT_RTX)
+    except MissingBackend:
+        pytest.skip("TensorRT-RTX is not installed (pip install 'srexport[tensorrt-rtx]')")
+    names = _module_names(rtx.trt)
+    used = set(flavours.TENSORRT_NAMES_USED)
+    for path in _modules():
+        used |= tensorrt_chains(path.read_text())
+    not_rtx = {n for m, ns in flavours.ONLY_NAMES.items() if m != flavours.TENSORRT_RTX for n in ns}
+    missing = sorted(n for n in used - not_rtx if n not in names)
+    assert not missing, missing
 
 
 def test_the_check_fails_on_a_name_11_dropped():
@@ -193,12 +230,17 @@ def test_the_check_fails_on_a_name_11_dropped():
     assert missing_names(["BuilderFlag.FP16"], {10: ["BuilderFlag.FP16"]}) == {10: [], 11: []}
 
 
-def test_scan_finds_every_trt_chain_in_tensorrt_build():
-    source = Path(tensorrt_build.__file__).read_text()
+def _engine_source() -> str:
+    return "\n".join(p.read_text() for p in sorted(ENGINE_DIR.glob("*.py")))
+
+
+def test_scan_finds_every_trt_chain_in_the_engine_package():
+    source = _engine_source()
     chains = tensorrt_chains(source)
     for name in ("BuilderFlag.TF32", "MemoryPoolType.WORKSPACE", "ProfilingVerbosity.DETAILED",
                  "LayerInformationFormat.JSON", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-                 "TensorIOMode.INPUT", "DataType.HALF", "Logger.WARNING", "Runtime", "OnnxParser", "Builder",
+                 "TensorIOMode.INPUT", "DataType.HALF", "ILogger.WARNING", "Runtime", "OnnxParser", "Builder",
+                 "ComputeCapability.SM86",
                  "__version__"):
         assert name in chains, name
     # No silent miss: a plain-text scan of the code (comments and strings removed) finds no chain
@@ -212,7 +254,7 @@ def test_scan_finds_every_trt_chain_in_tensorrt_build():
 def test_names_used_list_matches_the_code():
     """Every TensorRT member name the code touches is in TENSORRT_NAMES_USED, and every entry is used.
 
-    A member name is recognised by its spelling: an attribute in tensorrt_build.py that is the
+    A member name is recognised by its spelling: an attribute in srexport/engine/ that is the
     member name of some TensorRT class. Attributes spelt like one but used on non-TensorRT objects
     are listed in NOT_TENSORRT."""
     NOT_TENSORRT = {
@@ -221,14 +263,16 @@ def test_names_used_list_matches_the_code():
         "pop", "read", "update",  # set.pop, file.read, hashlib update
         "scale",  # ModelRecord.scale
         "type",  # onnx ValueInfoProto.type
+        "append", "data", "metadata",  # list.append, Plan.data, importlib.metadata
+        "builder", "logger", "major",  # ParsedNetwork.builder / .logger, Flavour.major
     }
-    source = Path(tensorrt_build.__file__).read_text()
+    source = _engine_source()
     tree = ast.parse(source)
     attrs = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     members = {n.split(".", 1)[1].split(".")[-1] for m in MAJORS for n in load_names(m) if "." in n}
-    listed = set(tensorrt_build.TENSORRT_NAMES_USED) | tensorrt_chains(source)
+    listed = set(flavours.TENSORRT_NAMES_USED) | tensorrt_chains(source)
     listed_members = {n.split(".")[-1] for n in listed}
     unlisted = sorted((attrs & members) - listed_members - NOT_TENSORRT)
     assert not unlisted, f"TensorRT-looking attributes missing from TENSORRT_NAMES_USED: {unlisted}"
-    stale = sorted(n for n in tensorrt_build.TENSORRT_NAMES_USED if "." in n and n.split(".")[-1] not in attrs)
+    stale = sorted(n for n in flavours.TENSORRT_NAMES_USED if "." in n and n.split(".")[-1] not in attrs)
     assert not stale, f"TENSORRT_NAMES_USED entries the code never touches: {stale}"

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 
 from srexport.archs import build
 from srexport.checkpoint import load_checkpoint, weights_sha256
-from srexport.data import load_image, protocol_pair
+from srexport.data import list_images, load_image, protocol_pair
 from srexport.errors import SRExportError
 from srexport.recipes import recipe_for
 from srexport.runfiles import curve_path_for, load_resume, resume_path_for
@@ -288,6 +289,63 @@ def test_device_spans():
     assert devices_label(with_device([], 5, "cpu (2 threads)"), 8) == (
         "epochs 1-4 not recorded, cpu (2 threads) for epochs 5-8")
     assert devices_label([], 8) == "not recorded"
+    # data-parallel calls: the number of processes is part of the span
+    ddp = with_device(one, 4, "cpu (1 thread)", processes=2)
+    assert ddp == [*one, {"from_epoch": 4, "device": "cpu (1 thread)", "processes": 2}]
+    assert with_device(ddp, 6, "cpu (1 thread)", processes=2) == ddp
+    assert devices_label(with_device(ddp, 6, "cpu (1 thread)"), 7) == (
+        "cpu (1 thread) for epochs 1-3, 2 processes x cpu (1 thread) for epochs 4-5, cpu (1 thread) for epochs 6-7")
+    assert devices_label(with_device([], 1, "cuda (NVIDIA H100, one each)", 4), 3) == (
+        "4 processes x cuda (NVIDIA H100, one each)")
+
+
+def test_a_run_over_several_folders_records_each_and_resumes_only_on_the_same_images(data, tmp_path):
+    jpegs = tmp_path / "jpegs"  # as BSD200's images are
+    jpegs.mkdir()
+    for i in range(2):
+        Image.fromarray(texture(np.random.default_rng(20 + i), 60, 64)).save(jpegs / f"j{i}.jpg", quality=95)
+    out = tmp_path / "run" / "f.safetensors"
+    kw = dict(epochs=1, steps_per_epoch=2, batch_size=4, progress=False)
+    r = train("fsrcnn_s", 2, [data, jpegs], out_path=out, **kw)
+    t = r.record.training
+    assert "dir" not in t["data"] and t["data"]["images"] == 6  # of 7: one held out
+    from_jpegs = held(t).startswith("j")
+    assert t["data"]["folders"] == [{"name": data.name, "path": str(data), "images": 5 - (not from_jpegs)},
+                                    {"name": "jpegs", "path": str(jpegs), "images": 2 - from_jpegs}]
+    assert re.fullmatch(rf"1 held-out images of {data.name}\+jpegs: (jpegs/j\d\.jpg|{data.name}/t\d\.png)",
+                        t["data"]["validation"])
+    assert load_resume(out)["data_dirs"] == [str(data.resolve()), str(jpegs.resolve())]
+
+    swapped = re.escape(f"f.resume.safetensors: the run trained on 6 images of {data}, {jpegs}; {jpegs}, {data} "
+                        "hold other images (6 to train on now)")
+    with pytest.raises(SRExportError, match=swapped):
+        train(None, None, [jpegs, data], resume=out, epochs=2, progress=False)
+    with pytest.raises(SRExportError, match=r"the run trained on .*\+jpegs \(.*\), not on jpegs"):
+        train(None, None, [jpegs], resume=out, epochs=2, progress=False)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for folder in (data, jpegs):  # the same images elsewhere: a run may move to another machine
+        (moved / folder.name).mkdir()
+        for f in folder.iterdir():
+            (moved / folder.name / f.name).write_bytes(f.read_bytes())
+    r = train(None, None, [moved / data.name, moved / "jpegs"], resume=out, epochs=2, progress=False)
+    assert r.epochs == 2 and r.record.training["data"]["folders"][1]["path"] == str(moved / "jpegs")
+    # a one-folder run lists its folder too, beside the "dir" its records always had
+    one = train("fsrcnn_s", 2, data, out_path=tmp_path / "one.safetensors", **kw).record.training["data"]
+    assert one["dir"] == str(data.resolve()) and one["folders"] == [{"name": data.name, "path": str(data), "images": 4}]
+
+
+def held(training: dict) -> str:
+    """The held-out image's name in a record's validation line."""
+    return training["data"]["validation"].rsplit("/", 1)[-1]
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[2] / "shared/datasets/BSD200").is_dir(), reason="no ../shared/datasets")
+def test_the_bsd200_jpegs_are_training_images():
+    folder = Path(__file__).parents[2] / "shared/datasets/BSD200"
+    paths = list_images(folder)
+    assert len(paths) == 200 and {p.suffix for p in paths} == {".jpg"}
+    assert load_image(paths[0]).ndim == 3
 
 
 def test_one_run_over_several_scales_writes_a_checkpoint_per_scale_with_shared_weights(data, val, tmp_path):

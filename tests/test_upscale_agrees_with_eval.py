@@ -29,7 +29,7 @@ from srexport.native import compiler
 from srexport.runtime import onnxruntime_available, tensorrt_available
 
 # backend: (max |dPSNR| per image in dB, max fraction of pixels one level off). TensorRT FP32 is
-# only held to 1e-4 of PyTorch (tensorrt_build), hence looser; it is not measured on this machine.
+# only held to 1e-4 of PyTorch (srexport/engine), hence looser; it is not measured on this machine.
 # The fused CPU kernel (native: FSRCNN, ESPCN) sums in another order than ONNX Runtime, as close to PyTorch.
 TOLERANCE = {"torch": (0.0, 0.0), "onnxruntime": (0.005, 1e-3), "native": (0.005, 1e-3), "tensorrt": (0.05, 0.1)}
 BACKENDS = list(TOLERANCE)

@@ -13,9 +13,20 @@
  * as one GEMM-shaped layer without its zero taps, see sr_chain_rows). Vectors are GCC's generic
  * vectors as wide as one register of the instruction set -march=native selects (16 floats for
  * AVX-512, 8 for AVX2, 4 for SSE or NEON), with register blocking to match.
+ *
+ * bf16 (built where -march=native gives AVX512_BF16): a layer may read its input as bf16 pairs and
+ * store its output as bf16 pairs. A bf16 row of C channels is C / 2 rows of 32-bit words, word x
+ * of pair row p holding channels 2p (low half) and 2p + 1 (high half) of pixel x, so one vector
+ * load feeds vdpbf16ps (16 lanes, each adding two bf16 products into an FP32 accumulator) and a
+ * weight pair is one broadcast 32-bit word. The first layer (one input channel) reads the FP32
+ * image and the last one writes FP32 taps: only the intermediate activations and the weights of
+ * the layers after the first are rounded to bf16; every sum is FP32.
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 /* Vector width and register blocking by instruction set: COB output channels x XB vectors of
  * accumulators (see DEFINE_ROW) must stay in registers, with room for the inputs and a weight. */
@@ -48,7 +59,9 @@ enum { ACT_NONE, ACT_PRELU, ACT_TANH };
 
 typedef struct {
     int cin, cout, kh, kw, top, left, act;
-    const float *w;      /* [cout / B][cin][kh][kw][B], B = sr_block(cout) */
+    int in_bf16, out_bf16; /* input rows / output rows stored as bf16 pairs (see the top) */
+    const float *w;      /* [cout / B][cin][kh][kw][B], B = sr_block(cout); in_bf16: 32-bit words
+                            [cout / B][cin / 2][kh][kw][B], each the bf16 pair (channel 2p, 2p + 1) */
     const float *b;      /* [cout] */
     const float *slope;  /* [cout] PReLU slopes (act == ACT_PRELU) */
 } sr_conv;
@@ -110,6 +123,34 @@ static inline vf activate(const sr_conv *g, int c, vf v) {
         w += COB;                                                                                      \
     } while (0)
 
+#if defined(__AVX512BF16__)
+/* Two FP32 vectors (channels 2p and 2p + 1 of 16 pixels) as 16 words of bf16 pairs, rounded to
+ * nearest even. */
+static inline void store_pair(unsigned *dst, vf even, vf odd) {
+    const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh((__m512)even));
+    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh((__m512)odd));
+    _mm512_storeu_si512(dst, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+}
+#define STORE_BF16(COB, XB)                                                                            \
+    for (int j = 0; j + 1 < COB; j += 2) { /* COB even: sr_chain_rows checks */                     \
+        unsigned *dst = (unsigned *)out + (size_t)((c0 + j) / 2) * stride + PAD + x;                   \
+        for (int u = 0; u < XB; u++)                                                                   \
+            store_pair(dst + u * VL, activate(g, c0 + j, acc[j][u]), activate(g, c0 + j + 1, acc[j + 1][u])); \
+    }
+#else
+#define STORE_BF16(COB, XB)
+#endif
+
+/* The activated accumulators into the output rows: FP32 rows, or bf16 pair rows (COB even). */
+#define STORE(COB, XB)                                                                                 \
+    if (g->out_bf16) {                                                                                 \
+        STORE_BF16(COB, XB)                                                                            \
+    } else                                                                                             \
+        for (int j = 0; j < COB; j++) {                                                                \
+            float *dst = out + (size_t)(c0 + j) * stride + PAD + x;                                    \
+            for (int u = 0; u < XB; u++) store(dst + u * VL, activate(g, c0 + j, acc[j][u]));          \
+        }
+
 #define DEFINE_ROW(COB, XB)                                                                            \
     static void row_##COB##_##XB(const sr_conv *g, const float *const *rows, int stride, float *out, \
                                  int wv, int c0) {                                                     \
@@ -129,31 +170,84 @@ static inline vf activate(const sr_conv *g, int c, vf v) {
                         for (int kx = 0; kx < g->kw; kx++) TAP(COB, XB, src + kx);                            \
                     }                                                                                  \
             }                                                                                          \
-            for (int j = 0; j < COB; j++) {                                                            \
-                float *dst = out + (size_t)(c0 + j) * stride + PAD + x;                                \
-                for (int u = 0; u < XB; u++)                                                           \
-                    store(dst + u * VL, activate(g, c0 + j, acc[j][u]));                               \
-            }                                                                                          \
+            STORE(COB, XB)                                                                             \
         }                                                                                              \
     }
 
 ROW_BLOCKS(DEFINE_ROW)
 
+#if defined(__AVX512BF16__)
+/* As TAP, on bf16 pairs: one load of 16 words (two channels or kernel positions of 16 pixels)
+ * feeds COB vdpbf16ps, each with its weight pair broadcast from memory. */
+#define TAP_BF16(COB, XB, src)                                                                         \
+    do {                                                                                               \
+        __m512bh in[XB];                                                                               \
+        for (int u = 0; u < XB; u++) in[u] = (__m512bh)_mm512_loadu_si512((src) + u * VL);             \
+        for (int j = 0; j < COB; j++) {                                                                \
+            const __m512bh wj = (__m512bh)_mm512_set1_epi32((int)w[j]);                                \
+            for (int u = 0; u < XB; u++) acc[j][u] = (vf)_mm512_dpbf16_ps((__m512)acc[j][u], in[u], wj); \
+        }                                                                                              \
+        w += COB;                                                                                      \
+    } while (0)
+
+#define DEFINE_ROW_BF16(COB, XB)                                                                       \
+    static void rowb_##COB##_##XB(const sr_conv *g, const float *const *rows, int stride, float *out,\
+                                  int wv, int c0) {                                                    \
+        const int pairs = g->cin / 2;                                                                  \
+        const unsigned *block = (const unsigned *)g->w + (size_t)c0 * pairs * g->kh * g->kw;           \
+        for (int x = 0; x < wv; x += VL * XB) {                                                        \
+            vf acc[COB][XB];                                                                           \
+            for (int j = 0; j < COB; j++)                                                              \
+                for (int u = 0; u < XB; u++) acc[j][u] = splat(g->b[c0 + j]);                          \
+            const unsigned *w = block;                                                                 \
+            if (g->kh == 1 && g->kw == 1) {                                                            \
+                const unsigned *src = (const unsigned *)rows[0] + PAD + x + g->left;                   \
+                for (int p = 0; p < pairs; p++, src += stride) TAP_BF16(COB, XB, src);                 \
+            } else {                                                                                   \
+                for (int p = 0; p < pairs; p++)                                                        \
+                    for (int ky = 0; ky < g->kh; ky++) {                                               \
+                        const unsigned *src = (const unsigned *)rows[ky] + (size_t)p * stride + PAD + x + g->left; \
+                        for (int kx = 0; kx < g->kw; kx++) TAP_BF16(COB, XB, src + kx);                \
+                    }                                                                                  \
+            }                                                                                          \
+            STORE(COB, XB)                                                                             \
+        }                                                                                              \
+    }
+
+ROW_BLOCKS(DEFINE_ROW_BF16)
+#endif
+
 typedef void (*row_fn)(const sr_conv *, const float *const *, int, float *, int, int);
 
-/* The largest channel block that divides cout (so no remainder code is needed). */
-static row_fn pick_row(int cout, int *block) {
+/* The largest channel block that divides cout (so no remainder code is needed), for FP32 or bf16
+ * input rows (NULL: this build has no bf16 dot products). */
+static row_fn pick_row(int cout, int in_bf16, int *block) {
     /* few channels over more vectors beat many over one: 16 x 1 would load one input vector per 16
      * FMAs (plus 16 broadcasts), 8 x 3 loads 3 per 24 */
 #define BLOCK_OF(COB, XB) COB,
 #define ROW_OF(COB, XB) row_##COB##_##XB,
     static const int blocks[] = {ROW_BLOCKS(BLOCK_OF)};
     static const row_fn fns[] = {ROW_BLOCKS(ROW_OF)};
+#if defined(__AVX512BF16__)
+#define ROWB_OF(COB, XB) rowb_##COB##_##XB,
+    static const row_fn fns_bf16[] = {ROW_BLOCKS(ROWB_OF)};
+#else
+    static const row_fn fns_bf16[sizeof blocks / sizeof blocks[0]] = {0};
+#endif
     for (int i = 0;; i++)
         if (cout % blocks[i] == 0) {
             *block = blocks[i];
-            return fns[i];
+            return in_bf16 ? fns_bf16[i] : fns[i];
         }
+}
+
+/* 1 when this build computes bf16 layers (AVX512_BF16's vdpbf16ps), else 0. */
+int sr_has_bf16(void) {
+#if defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 /* Floats per vector in this build (16: AVX-512, 8: AVX2, 4: SSE or NEON). */
@@ -162,7 +256,7 @@ int sr_vector_floats(void) { return VL; }
 /* The block size weights of a layer with cout outputs are packed by (see DEFINE_ROW). */
 int sr_block(int cout) {
     int block;
-    pick_row(cout, &block);
+    pick_row(cout, 0, &block);
     return block;
 }
 
@@ -172,12 +266,13 @@ typedef struct {
     const float *in;
     float *zero;                     /* a row of zeros (every channel) for rows outside the image */
     float *ring[MAX_LAYERS + 1];     /* ring[0]: input rows; ring[l + 1]: rows of layer l */
-    int cap[MAX_LAYERS + 1], next[MAX_LAYERS + 1], channels[MAX_LAYERS + 1];
+    int cap[MAX_LAYERS + 1], next[MAX_LAYERS + 1];
+    int words[MAX_LAYERS + 1];       /* rows of `stride` words per image row: channels, or channels / 2 for bf16 */
 } stream;
 
 static const float *row_at(stream *t, int i, int y) { /* row y of ring i */
     if (y < 0 || y >= t->H) return t->zero;
-    return t->ring[i] + (size_t)(y % t->cap[i]) * t->channels[i] * t->stride;
+    return t->ring[i] + (size_t)(y % t->cap[i]) * t->words[i] * t->stride;
 }
 
 /* Compute ring i (0: copy of the input) up to row `need`, asking ring i - 1 first. */
@@ -185,7 +280,7 @@ static void advance(stream *t, int i, int need) {
     if (need > t->H - 1) need = t->H - 1;
     while (t->next[i] <= need) {
         const int y = t->next[i]++;
-        float *dst = t->ring[i] + (size_t)(y % t->cap[i]) * t->channels[i] * t->stride;
+        float *dst = t->ring[i] + (size_t)(y % t->cap[i]) * t->words[i] * t->stride;
         if (i == 0) {
             memcpy(dst + PAD, t->in + (size_t)y * t->W, t->W * sizeof(float));
             continue; /* the padding columns stay zero from calloc */
@@ -195,11 +290,11 @@ static void advance(stream *t, int i, int need) {
         const float *rows[MAX_KH];
         for (int ky = 0; ky < c->kh; ky++) rows[ky] = row_at(t, i - 1, y + c->top + ky);
         int block;
-        row_fn fn = pick_row(c->cout, &block);
+        row_fn fn = pick_row(c->cout, c->in_bf16, &block);
         for (int c0 = 0; c0 < c->cout; c0 += block) fn(c, rows, t->stride, dst, t->wv, c0);
         /* the columns past the image (computed from padding, up to a block's width) are the next
          * layer's zero padding */
-        for (int ch = 0; ch < c->cout; ch++)
+        for (int ch = 0; ch < t->words[i]; ch++)
             memset(dst + (size_t)ch * t->stride + PAD + t->W, 0, (t->stride - PAD - t->W) * sizeof(float));
     }
 }
@@ -223,11 +318,17 @@ int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps
     t.stride = PAD + t.wv + VL * (XB_MAX - 1) + PAD; /* a block of XB vectors may run past wv */
     const int ntaps = layers[nlayers - 1].cout, phases = s * s;
     int widest = 1, ok = layers[nlayers - 1].kh == 1 && layers[nlayers - 1].kw == 1, dy0 = 0, dy1 = 0;
-    t.channels[0] = 1;
+    t.words[0] = 1;
     for (int l = 0; l < nlayers; l++) {
         const sr_conv *c = &layers[l];
+        int block;
         ok &= c->kh <= MAX_KH && c->left >= -PAD && c->left + c->kw - 1 <= PAD;
-        t.channels[l + 1] = c->cout;
+        /* bf16 rows: only where this build has vdpbf16ps, in pairs, matching between layers */
+        ok &= pick_row(c->cout, c->in_bf16, &block) != NULL;
+        ok &= !c->in_bf16 || (c->cin % 2 == 0 && l > 0 && layers[l - 1].out_bf16);
+        ok &= c->in_bf16 || l == 0 || !layers[l - 1].out_bf16;
+        ok &= !c->out_bf16 || (block % 2 == 0 && l < nlayers - 1);
+        t.words[l + 1] = c->out_bf16 ? c->cout / 2 : c->cout;
         if (c->cout > widest) widest = c->cout;
     }
     for (int c = 0; c < ntaps; c++) {
@@ -249,7 +350,7 @@ int sr_chain_rows(int nlayers, const sr_conv *layers, int s, const sr_taps *taps
     t.zero = calloc((size_t)widest * t.stride, sizeof(float));
     ok &= acc != NULL && t.zero != NULL;
     for (int i = 0; i <= nlayers; i++) {
-        t.ring[i] = calloc((size_t)t.cap[i] * t.channels[i] * t.stride, sizeof(float));
+        t.ring[i] = calloc((size_t)t.cap[i] * t.words[i] * t.stride, sizeof(float));
         ok &= t.ring[i] != NULL;
     }
     int started = y0, emitted = y0; /* output rows [emitted, started) are accumulating */
